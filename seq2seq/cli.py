@@ -1,0 +1,237 @@
+"""The three console scripts, thin: compose the Hydra config, turn it into dataclasses, call the library.
+
+A :class:`~seq2seq.errors.Seq2SeqError` (anything a user can cause) prints ``error: <message>`` on
+stderr and exits with status 2; nothing else is printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from seq2seq.config import Config, EvaluateConfig, TranslateConfig, register_configs, to_dataclass
+from seq2seq.errors import Seq2SeqError
+
+log = logging.getLogger("seq2seq")
+CONFIGS = "pkg://seq2seq.configs"
+
+
+def _report_errors(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], None]:
+    def wrapped(cfg: DictConfig) -> None:
+        try:
+            fn(cfg)
+        except Seq2SeqError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr, flush=True)
+            sys.exit(130)
+
+    return wrapped
+
+
+def _resume_path(value: str | None, run_dir: Path) -> Path | None:
+    if value is None or value.lower() in ("false", "no", "0", ""):
+        return None
+    if value.lower() in ("true", "yes", "1"):
+        return run_dir / "last.pt"
+    return Path(value)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
+@_report_errors
+def _train(dcfg: DictConfig) -> None:
+    from seq2seq.data import load_corpus
+    from seq2seq.errors import ConfigError
+    from seq2seq.trainer import Trainer
+
+    cfg: Config = to_dataclass(dcfg, Config)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    resume = _resume_path(cfg.resume, run_dir)
+    if resume is None and (run_dir / "last.pt").exists():
+        raise ConfigError(f"run directory {run_dir} already holds a run (last.pt); continue it with resume=true "
+                          "or choose a new directory with hydra.run.dir=...")
+    log.info("run directory: %s", run_dir)
+    with logging_redirect_tqdm():
+        corpus = load_corpus(cfg.data)
+        corpus.tokenizer.save(run_dir)
+        trainer = Trainer(cfg, corpus, run_dir)
+        if resume is not None:
+            trainer.resume(resume)
+        trainer.run()
+
+
+def train() -> None:
+    """``seq2seq-train``: train a model; see configs/train.yaml."""
+    register_configs()
+    _train()
+
+
+# ---- seq2seq-evaluate and seq2seq-translate ---------------------------------------------------
+
+
+def _job_config(dcfg: DictConfig, schema: type) -> Any:
+    """The command line as ``schema``'s dataclass; a missing checkpoint= says what to pass."""
+    from omegaconf import OmegaConf
+
+    from seq2seq.errors import ConfigError
+
+    if OmegaConf.is_missing(dcfg, "checkpoint"):
+        raise ConfigError("no checkpoint given: pass checkpoint=PATH, the best.pt (or last.pt) of a "
+                          "seq2seq-train run directory")
+    cfg = to_dataclass(dcfg, schema)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return cfg
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="evaluate")
+@_report_errors
+def _evaluate(dcfg: DictConfig) -> None:
+    from seq2seq.errors import DataError
+    from seq2seq.evaluate import read_inputs, resolve_inputs, score, write_lines
+    from seq2seq.translator import Translator
+
+    cfg: EvaluateConfig = _job_config(dcfg, EvaluateConfig)
+    if cfg.decode.nbest > 1:
+        log.info("decode.nbest=%d ignored: seq2seq-evaluate scores the best translation", cfg.decode.nbest)
+    decode = dataclasses.replace(cfg.decode, nbest=1)
+    translator = Translator.from_checkpoint(cfg.checkpoint, decode, cfg.device, cfg.max_src_len,
+                                            cfg.max_src_len_policy)
+    inputs = resolve_inputs(cfg, translator.config.data)
+    sources, refs = read_inputs(inputs)
+    if not sources:
+        raise DataError(f"{inputs.src} is empty; give a file with one sentence per line")
+    log.info("translating %s (%s): %d sentences, beam %d, alpha %g", inputs.name, inputs.src, len(sources),
+             decode.beam_size, decode.alpha)
+    start = time.perf_counter()
+    bar = tqdm(total=len(sources), desc="translating", unit="sent", dynamic_ncols=True, leave=False,
+               disable=None, mininterval=1.0)  # no bar unless a terminal
+    with logging_redirect_tqdm(), bar:
+        results = translator.translations(sources, progress=bar.update)
+    seconds = time.perf_counter() - start
+    log.info("translated %d sentences in %.1f s: %.1f sentences/s", len(sources), seconds,
+             len(sources) / max(seconds, 1e-9))
+    hyps = [r.text for r in results]
+    if inputs.out == "-":
+        sys.stdout.writelines(h + "\n" for h in hyps)
+        sys.stdout.flush()
+    else:
+        write_lines(inputs.out, hyps)
+        log.info("hypotheses written to %s", inputs.out)
+    if refs is not None:
+        scores = score(hyps, refs)
+        lines = [scores.bleu_text, scores.chrf_text]
+        if cfg.lowercase:
+            lines.append(score(hyps, refs, lowercase=True).bleu_text)
+        # the scores go to stdout, unless the hypotheses went there (out=-)
+        print("\n".join(lines), file=sys.stderr if inputs.out == "-" else sys.stdout, flush=True)
+    if cfg.attention_plots and cfg.attention_plots_n:
+        n = min(cfg.attention_plots_n, len(sources))
+        for number, (source, result) in enumerate(zip(sources[:n], results[:n], strict=True), 1):
+            _plot(cfg.attention_plots, number, source, result)
+        log.info("attention plots of the first %d sentences in %s", n, cfg.attention_plots)
+
+
+def evaluate() -> None:
+    """``seq2seq-evaluate``: translate a split or a file pair and score it; see configs/evaluate.yaml."""
+    register_configs()
+    _evaluate()
+
+
+def _plot(directory: str, number: int, source: str, result: Any) -> None:
+    """``{directory}/{number:05d}.png``: the heatmap of the best translation of line ``number``."""
+    from seq2seq.plot import save_heatmap
+
+    if result.attention:
+        save_heatmap(Path(directory) / f"{number:05d}.png", result.src_pieces, result.tgt_pieces[0],
+                     result.attention[0], title=source)
+
+
+def _answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> None:
+    """Translate one input line and write its answer: one line, or with nbest > 1 a block of
+    ``score<TAB>translation`` lines ended by an empty line. Attention goes to stderr."""
+    result = translator.translations([line], first_line=number)[0]
+    if cfg.decode.nbest == 1:
+        sys.stdout.write(result.text + "\n")
+    else:
+        block = zip(result.scores, result.hypotheses, strict=True)
+        sys.stdout.write("".join(f"{s:.4f}\t{h}\n" for s, h in block) + "\n")
+    sys.stdout.flush()
+    if cfg.show_attention and result.attention:
+        from seq2seq.plot import format_attention
+
+        table = format_attention(result.src_pieces, result.tgt_pieces[0], result.attention[0])
+        sys.stderr.write(table + "\n")
+        sys.stderr.flush()
+    if cfg.attention_plots:
+        _plot(cfg.attention_plots, number, line, result)
+
+
+def _piped(translator: Any, cfg: TranslateConfig) -> None:
+    """Exactly one answer per input line, written as soon as the line is read."""
+    for stream in (sys.stdin, sys.stdout):
+        if hasattr(stream, "reconfigure"):  # bad UTF-8 in or out becomes U+FFFD / '?', never a crash
+            stream.reconfigure(errors="replace")
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(newline="\n")  # only \n ends a line: a lone \r is part of the sentence
+    for number, line in enumerate(sys.stdin, 1):
+        _answer(translator, cfg, line.removesuffix("\n").removesuffix("\r"), number)
+
+
+def _interactive(translator: Any, cfg: TranslateConfig) -> None:
+    """A prompt with line editing and history (readline); Ctrl-D quits."""
+    from seq2seq.translator import SourceTooLong
+
+    try:
+        import readline  # noqa: F401  (importing it gives input() line editing)
+    except ImportError:
+        pass
+    prompt = "> " if sys.stdout.isatty() else ""
+    print("Type a sentence and press Enter; Ctrl-D quits.", file=sys.stderr, flush=True)
+    number = 0
+    while True:
+        try:
+            line = input(prompt)
+        except EOFError:
+            print(file=sys.stderr)
+            return
+        number += 1
+        try:
+            _answer(translator, cfg, line, number)
+        except SourceTooLong as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="translate")
+@_report_errors
+def _translate(dcfg: DictConfig) -> None:
+    from seq2seq.translator import Translator
+
+    cfg: TranslateConfig = _job_config(dcfg, TranslateConfig)
+    translator = Translator.from_checkpoint(cfg.checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
+                                            cfg.max_src_len_policy)
+    if sys.stdin.isatty():
+        _interactive(translator, cfg)
+    else:
+        _piped(translator, cfg)
+
+
+def translate() -> None:
+    """``seq2seq-translate``: interactive or piped translation; see configs/translate.yaml."""
+    register_configs()
+    _translate()

@@ -1,0 +1,282 @@
+"""Dataclass schemas for every config group, with the cross-field checks in ``__post_init__``.
+
+Hydra composes the YAML in ``configs/`` against these schemas (registered in :func:`register_configs`),
+so a misspelt key or a wrong type fails at start. :func:`to_dataclass` turns the composed config into
+these dataclasses once; library code only ever sees them. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from seq2seq.errors import ConfigError
+
+ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "luong_concat", "none")
+CELLS = ("gru", "lstm")
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(sorted(options))}")
+
+
+def _positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+@dataclass
+class DataConfig:
+    """A parallel corpus ``{dir}/{split}.{lang}`` (plain or .gz) and how it is tokenized."""
+
+    name: str = "multi30k_en_de"
+    dir: str = "data/multi30k"
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    train_split: str = "train"
+    valid_split: str = "val"
+    test_split: str = "test_2016_flickr"
+    generate: str | None = None  # toy task written into ``dir`` when missing: reverse | copy
+    max_len: int = 100  # pairs longer than this (in subword tokens, either side) are dropped in training
+    vocab_size: int = 8000
+    joint_vocab: bool = True
+    spm_type: str = "unigram"
+    cache_dir: str = ".cache/seq2seq"  # trained SentencePiece models, keyed by data and settings
+
+    def __post_init__(self) -> None:
+        _choice("data.spm_type", self.spm_type, ("unigram", "bpe"))
+        if self.generate is not None:
+            _choice("data.generate", self.generate, ("reverse", "copy"))
+        _positive("data.max_len", self.max_len)
+        if self.vocab_size < 8:
+            raise ConfigError(f"data.vocab_size must be at least 8, got {self.vocab_size}")
+        if self.src_lang == self.tgt_lang:
+            raise ConfigError(f"data.src_lang and data.tgt_lang are both {self.src_lang!r}; set two languages")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the encoder-decoder; ``attention`` also picks the decoder's wiring (paper)."""
+
+    cell: str = "gru"
+    emb_size: int = 256
+    enc_hidden: int = 256  # per direction
+    enc_layers: int = 1
+    bidirectional: bool = True
+    dec_hidden: int = 512
+    dec_layers: int = 1
+    dropout: float = 0.3
+    attention: str = "bahdanau"
+    attention_size: int = 512  # hidden size of additive (bahdanau / luong_concat) scores
+    attention_window: int | None = None  # D of Luong local-p attention; unset = global attention
+    tie_embeddings: bool = False  # share the target embedding matrix with the output layer
+
+    @property
+    def memory_size(self) -> int:
+        return self.enc_hidden * (2 if self.bidirectional else 1)
+
+    @property
+    def output_size(self) -> int:
+        """Width of the vector fed to the vocabulary projection."""
+        return self.emb_size if self.attention == "bahdanau" else self.dec_hidden
+
+    def __post_init__(self) -> None:
+        _choice("model.cell", self.cell, CELLS)
+        _choice("model attention (model/attention=...)", self.attention, ATTENTIONS)
+        for name in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers", "attention_size"):
+            _positive(f"model.{name}", getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.attention == "luong_dot" and self.dec_hidden != self.memory_size:
+            raise ConfigError(
+                f"luong_dot scores h_t . h_s, so model.dec_hidden ({self.dec_hidden}) must equal the encoder "
+                f"memory size ({self.memory_size} = enc_hidden x {2 if self.bidirectional else 1} directions); "
+                f"set model.dec_hidden={self.memory_size} or use luong_general"
+            )
+        if self.attention_window is not None:
+            _positive("model.attention_window", self.attention_window)
+            if not self.attention.startswith("luong"):
+                raise ConfigError(
+                    f"model.attention_window turns a Luong score into local-p attention; "
+                    f"{self.attention!r} has none: use a luong_* attention or unset the window"
+                )
+        if self.tie_embeddings and self.output_size != self.emb_size:
+            raise ConfigError(
+                f"model.tie_embeddings needs the output vector ({self.output_size}, model.dec_hidden) to be as "
+                f"wide as the embeddings ({self.emb_size}); set model.dec_hidden={self.emb_size} or untie"
+            )
+
+
+@dataclass
+class OptimConfig:
+    """Adam with gradient clipping and a learning rate halved on a validation-BLEU plateau."""
+
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    lr_decay: float = 0.5
+    lr_patience: int = 1  # validations without BLEU gain before the rate is multiplied by lr_decay
+    min_lr: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _positive("optim.lr", self.lr)
+        _positive("optim.clip_norm", self.clip_norm, allow_zero=True)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"optim.lr_decay must be in (0, 1], got {self.lr_decay}")
+
+
+@dataclass
+class TrainConfig:
+    """The loop: limits, batching, validation, early stopping, checkpointing."""
+
+    max_epochs: int = 30
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    batch_tokens: int = 4000  # padded tokens per batch (the longer side)
+    batch_sentences: int | None = None  # if set, batches of this many sentences instead (JoeyNMT style)
+    valid_every_steps: int | None = None  # besides the end of every epoch
+    valid_batch_tokens: int = 8000
+    patience: int = 5  # validations without BLEU gain before stopping
+    save_every_steps: int | None = 500
+    log_every_steps: int = 50
+    max_bad_steps: int = 5  # non-finite losses in a row before training stops
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_tokens", "valid_batch_tokens", "patience", "log_every_steps"):
+            _positive(f"train.{name}", getattr(self, name))
+        for name in ("max_steps", "max_minutes", "batch_sentences", "valid_every_steps", "save_every_steps"):
+            _positive(f"train.{name}", getattr(self, name))
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings shared by validation, seq2seq-evaluate and seq2seq-translate."""
+
+    beam_size: int = 5
+    alpha: float = 0.6  # GNMT length penalty; 0 disables it
+    max_len_a: float = 1.5  # output limit a * source_length + b
+    max_len_b: int = 10
+    nbest: int = 1
+    batch_tokens: int = 6000
+
+    def __post_init__(self) -> None:
+        _positive("decode.beam_size", self.beam_size)
+        _positive("decode.alpha", self.alpha, allow_zero=True)
+        _positive("decode.batch_tokens", self.batch_tokens)
+        if not 1 <= self.nbest <= self.beam_size:
+            raise ConfigError(f"decode.nbest must be between 1 and decode.beam_size ({self.beam_size}), got {self.nbest}")
+
+
+@dataclass
+class Config:
+    """The root of ``configs/train.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    seed: int = 1234
+    threads: int | None = None  # torch intra-op threads; unset = torch's default
+    resume: str | None = None  # path to last.pt, or "true" for the run directory's own last.pt
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (``train_schema`` is the first default of train.yaml)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=Config)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="translate_schema", node=TranslateConfig)
+
+
+def to_dataclass(cfg: Any, schema: type = Config) -> Any:
+    """Validate plain data or an OmegaConf config against ``schema`` and build its dataclasses.
+
+    Unknown keys and wrong types fail with OmegaConf's message (which names the key); cross-field
+    checks run in each ``__post_init__``. Checkpoint configs go through here too.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad config: {str(err).splitlines()[0]}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain data for checkpoints and logs."""
+    return asdict(cfg)
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "train") -> Config:
+    """Compose ``configs/{config_name}.yaml`` with Hydra's Compose API (tests, scripts, notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    register_configs()
+    with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    return to_dataclass(cfg, Config)
+
+
+LONG_SOURCE_POLICIES = ("truncate", "error")
+
+
+@dataclass
+class EvaluateConfig:
+    """The root of ``configs/evaluate.yaml`` (seq2seq-evaluate): translate a split or file pair, score it."""
+
+    checkpoint: str = "???"  # best.pt or last.pt; tokenizer, model config and weights come from it
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    split: str | None = None  # split of the checkpoint's corpus; unset = its data.test_split (unless src=)
+    data_dir: str | None = None  # where the split files are; unset = the checkpoint's data.dir
+    src: str | None = None  # a source file (plain or .gz) instead of a split
+    ref: str | None = None  # its reference translation; without one the file is only translated
+    out: str | None = None  # hypotheses file, "-" = stdout; unset: {checkpoint dir}/hyp.{split}.{tgt} or "-"
+    lowercase: bool = False  # also report case-insensitive BLEU
+    attention_plots: str | None = None  # directory for heatmap PNGs of the first attention_plots_n sentences
+    attention_plots_n: int = 10
+    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
+    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:1 ...
+    threads: int | None = None  # torch intra-op threads; unset = torch's default
+
+    def __post_init__(self) -> None:
+        _choice("max_src_len_policy", self.max_src_len_policy, LONG_SOURCE_POLICIES)
+        _positive("attention_plots_n", self.attention_plots_n, allow_zero=True)
+        _positive("max_src_len", self.max_src_len)
+        _positive("threads", self.threads)
+        if self.src is not None and self.split is not None:
+            raise ConfigError(f"src={self.src} and split={self.split} both name the input; set one of them")
+        if self.ref is not None and self.src is None:
+            raise ConfigError("ref= needs src= (the file it translates); to score a split of the corpus, "
+                              "use split=")
+
+
+@dataclass
+class TranslateConfig:
+    """The root of ``configs/translate.yaml`` (seq2seq-translate): interactive or piped translation."""
+
+    checkpoint: str = "???"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    show_attention: bool = False  # print each best translation's attention as a text table on stderr
+    attention_plots: str | None = None  # directory for one heatmap PNG per input line
+    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
+    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("max_src_len_policy", self.max_src_len_policy, LONG_SOURCE_POLICIES)
+        _positive("max_src_len", self.max_src_len)
+        _positive("threads", self.threads)

@@ -1,0 +1,190 @@
+"""Corpus translation (token-batched, length-sorted, input order restored), sacreBLEU scoring, and the
+inputs of ``seq2seq-evaluate`` (a split of the checkpoint's corpus or a src / ref file pair)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sacrebleu
+from torch import Tensor
+
+from seq2seq.config import DataConfig, DecodeConfig, EvaluateConfig
+from seq2seq.data import Example, corpus_path, make_batches, pad, read_lines
+from seq2seq.errors import DataError
+from seq2seq.model import Seq2Seq
+from seq2seq.search import SearchResult, beam_search, greedy_search
+from seq2seq.tokenizer import BOS, PAD
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scores:
+    bleu: float
+    chrf: float
+    bleu_signature: str
+    chrf_signature: str
+    bleu_text: str = ""  # sacreBLEU's own report line, as ``sacrebleu -f text -w 2`` prints it
+    chrf_text: str = ""
+
+
+def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = False) -> Scores:
+    """Corpus BLEU (13a, cased unless ``lowercase``) and chrF on detokenized text, with signatures."""
+    bleu = sacrebleu.metrics.BLEU(lowercase=lowercase)
+    chrf = sacrebleu.metrics.CHRF()
+    b = bleu.corpus_score(list(hypotheses), [list(references)])
+    c = chrf.corpus_score(list(hypotheses), [list(references)])
+    b_sig, c_sig = str(bleu.get_signature()), str(chrf.get_signature())
+    return Scores(b.score, c.score, b_sig, c_sig, b.format(width=2, signature=b_sig),
+                  c.format(width=2, signature=c_sig))
+
+
+class _NoSpecials:
+    """The model with PAD and BOS forbidden as outputs.
+
+    Training never targets them, yet an undertrained model can give them probability; SentencePiece
+    decodes them to nothing, so they would only make n-best entries that read the same (fairseq
+    masks them the same way).
+    """
+
+    def __init__(self, model: Seq2Seq) -> None:
+        self.model = model
+        self.vocab_size = model.vocab_size
+
+    def encode(self, src: Tensor, src_lens: Tensor) -> Any:
+        return self.model.encode(src, src_lens)
+
+    def init_state(self, enc: Any) -> Any:
+        return self.model.init_state(enc)
+
+    def decode_step(self, prev: Tensor, enc: Any, state: Any) -> tuple[Tensor, Tensor, Any]:
+        log_probs, attn, state = self.model.decode_step(prev, enc, state)  # (N, V), (N, S)
+        log_probs[:, PAD] = float("-inf")  # in place: search runs in inference mode
+        log_probs[:, BOS] = float("-inf")
+        return log_probs, attn, state
+
+
+def search(model: Seq2Seq, src: Tensor, src_lens: Tensor, decode: DecodeConfig, greedy: bool) -> SearchResult:
+    """Greedy or beam search with ``decode``'s settings (PAD and BOS never emitted)."""
+    step_model = _NoSpecials(model)
+    if greedy:
+        return greedy_search(step_model, src, src_lens, decode.max_len_a, decode.max_len_b)
+    return beam_search(step_model, src, src_lens, decode.beam_size, decode.alpha, decode.max_len_a,
+                       decode.max_len_b, decode.nbest)
+
+
+def translate_ids(
+    model: Seq2Seq,
+    sources: Sequence[list[int]],
+    decode: DecodeConfig,
+    greedy: bool = False,
+    progress: Callable[[int], object] | None = None,
+) -> list[SearchResult]:
+    """Search every source (lists of ids, non-empty) in token batches sorted by length.
+
+    Returns one single-sentence SearchResult per input, in input order, its attention on the CPU.
+    ``progress(n)`` is called after each batch with its number of sentences (a tqdm bar's ``update``).
+    """
+    examples = [Example(s, s, i) for i, s in enumerate(sources)]
+    results: list[SearchResult | None] = [None] * len(sources)
+    device = next(model.parameters()).device
+    model.eval()
+    for positions in make_batches(examples, decode.batch_tokens):
+        src, src_lens = pad([sources[i] for i in positions])  # (B, S), (B,)
+        out = search(model, src.to(device), src_lens.to(device), decode, greedy)
+        for row, i in enumerate(positions):
+            attention = [a.cpu() for a in out.attention[row]]
+            results[i] = SearchResult([out.tokens[row]], [out.scores[row]], [attention])
+        if progress is not None:
+            progress(len(positions))
+    return results  # type: ignore[return-value]
+
+
+# ---- seq2seq-evaluate's inputs and outputs ------------------------------------------------------
+
+
+@dataclass
+class EvalInputs:
+    """What seq2seq-evaluate reads and writes."""
+
+    name: str  # the split's name, or the source file's path
+    src: Path
+    ref: Path | None  # None: only translate
+    out: str  # hypotheses file, or "-" for stdout
+
+
+SPLIT_ALIASES = ("train", "valid", "test")  # stand for data.{train,valid,test}_split when no such file exists
+
+
+def resolve_inputs(cfg: EvaluateConfig, data: DataConfig) -> EvalInputs:
+    """Source, reference and output paths from the command line and the checkpoint's data config.
+
+    Without ``src=``: split ``{data_dir}/{split}.{src_lang}`` with its ``.{tgt_lang}`` as reference (when
+    there), hypotheses to ``{checkpoint dir}/hyp.{split}.{tgt_lang}``. With ``src=``: that file, ``ref=`` if
+    given, hypotheses to stdout unless ``out=`` says otherwise.
+    """
+    if cfg.src is not None:
+        src = Path(cfg.src)
+        if not src.is_file():
+            raise DataError(f"no source file {src}; pass src= the path of a file with one sentence per line")
+        ref = None if cfg.ref is None else Path(cfg.ref)
+        if ref is not None and not ref.is_file():
+            raise DataError(f"no reference file {ref}; pass ref= an existing file, or leave ref out to only "
+                            "translate")
+        return EvalInputs(str(src), src, ref, cfg.out or "-")
+    directory = Path(cfg.data_dir or data.dir)
+    if not directory.is_dir() and cfg.data_dir is None and data.generate is not None:
+        from seq2seq.toy import generate
+
+        generate(data.generate, directory, data.src_lang, data.tgt_lang, seed=0)
+    if not directory.is_dir():
+        origin = "data_dir=" if cfg.data_dir else "the checkpoint's data.dir"
+        raise DataError(f"data directory {directory} ({origin}) does not exist here; pass "
+                        "data_dir=/path/to/corpus, or translate a file pair with src=FILE ref=FILE")
+    split = _split_name(cfg.split or data.test_split, directory, data)
+    try:
+        src = corpus_path(directory, split, data.src_lang)
+    except DataError as err:
+        found = sorted({p.name.split(f".{data.src_lang}")[0] for p in directory.glob(f"*.{data.src_lang}*")})
+        raise DataError(f"{err} Splits in {directory}: {', '.join(found) or 'none'}; pick one with split=") from None
+    try:
+        ref: Path | None = corpus_path(directory, split, data.tgt_lang)
+    except DataError:
+        log.warning("no reference %s/%s.%s: only translating", directory, split, data.tgt_lang)
+        ref = None
+    out = cfg.out or str(Path(cfg.checkpoint).parent / f"hyp.{split}.{data.tgt_lang}")
+    return EvalInputs(split, src, ref, out)
+
+
+def _split_name(split: str, directory: Path, data: DataConfig) -> str:
+    """``split`` itself, or for train / valid / test without such files the corpus's own split name."""
+    aliases = {"train": data.train_split, "valid": data.valid_split, "test": data.test_split}
+    plain = directory / f"{split}.{data.src_lang}"
+    if split in aliases and not (plain.is_file() or plain.with_name(plain.name + ".gz").is_file()):
+        return aliases[split]
+    return split
+
+
+def read_inputs(inputs: EvalInputs) -> tuple[list[str], list[str] | None]:
+    """Source lines and reference lines (or None); their line counts must match."""
+    src = read_lines(inputs.src)
+    if inputs.ref is None:
+        return src, None
+    ref = read_lines(inputs.ref)
+    if len(src) != len(ref):
+        raise DataError(f"misaligned files: {inputs.src} has {len(src)} lines but {inputs.ref} has "
+                        f"{len(ref)}; line n of the reference must translate line n of the source")
+    return src, ref
+
+
+def write_lines(path: str | Path, lines: Sequence[str]) -> None:
+    """One line per hypothesis, UTF-8, into a file whose directory must exist."""
+    try:
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(line + "\n" for line in lines)
+    except OSError as err:
+        raise DataError(f"cannot write hypotheses to {path}: {err.strerror}; choose another out=") from None

@@ -1,0 +1,170 @@
+"""Translator: raw sentences in, translations out (encode, limit the length, search, detokenize).
+
+Used by seq2seq-evaluate and seq2seq-translate, and from Python::
+
+    from seq2seq import Translator
+    t = Translator.from_checkpoint("runs/x/best.pt")
+    t.translate(["A man rides a bike."], beam_size=5)   # -> ["Ein Mann fährt Fahrrad."]
+
+Shapes: S source length (subwords), T target length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from seq2seq.checkpoint import load_model
+from seq2seq.config import LONG_SOURCE_POLICIES, Config, DecodeConfig
+from seq2seq.errors import ConfigError, DataError
+from seq2seq.evaluate import translate_ids
+from seq2seq.model import Seq2Seq
+from seq2seq.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+# Everything Python's str.splitlines() breaks at: a translation must stay one line in a file or a pipe.
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break character replaced by a space."""
+    return _LINE_BREAKS.sub(" ", text)
+
+
+class SourceTooLong(DataError):
+    """A source sentence is longer than the model's limit and max_src_len_policy=error."""
+
+
+@dataclass
+class Translation:
+    """The n-best translations of one source sentence, best first, distinct as text.
+
+    An empty source (no subwords) has no hypotheses; ``text`` is then "".
+    """
+
+    source: str
+    hypotheses: list[str] = field(default_factory=list)  # detokenized, one line each, stripped
+    scores: list[float] = field(default_factory=list)  # search scores (length-penalised log-prob), descending
+    src_pieces: list[str] = field(default_factory=list)  # the subwords the model saw (after truncation)
+    tgt_pieces: list[list[str]] = field(default_factory=list)  # per hypothesis, EOS excluded
+    attention: list[Tensor] = field(default_factory=list)  # per hypothesis (T+1, S): a row per token and EOS
+    truncated: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.hypotheses[0] if self.hypotheses else ""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (cuda when available, else cpu) or any torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is available here; use device=cpu")
+    return device
+
+
+class Translator:
+    """A trained model with its tokenizer and decode settings."""
+
+    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config,
+                 decode: DecodeConfig | None = None, max_src_len: int | None = None,
+                 max_src_len_policy: str = "truncate") -> None:
+        if max_src_len_policy not in LONG_SOURCE_POLICIES:
+            raise ConfigError(f"unknown max_src_len_policy {max_src_len_policy!r}; "
+                              f"choose one of {', '.join(LONG_SOURCE_POLICIES)}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config  # the training config inside the checkpoint
+        self.decode = decode or DecodeConfig()
+        self.max_src_len = max_src_len or config.data.max_len
+        self.max_src_len_policy = max_src_len_policy
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, decode: DecodeConfig | None = None, device: str = "auto",
+                        max_src_len: int | None = None, max_src_len_policy: str = "truncate") -> Translator:
+        """Everything from one checkpoint file; ``decode`` defaults to configs/decode/beam.yaml's settings."""
+        model, tokenizer, config = load_model(path)
+        target = resolve_device(device)
+        model.to(target)
+        log.info("loaded %s: %s→%s, %s attention, %d parameters, on %s", path, config.data.src_lang,
+                 config.data.tgt_lang, config.model.attention, model.num_parameters(), target)
+        return cls(model, tokenizer, config, decode, max_src_len, max_src_len_policy)
+
+    def with_decode(self, beam_size: int | None = None, alpha: float | None = None,
+                    nbest: int | None = None) -> DecodeConfig:
+        """This translator's decode settings with the given ones replaced (checked like the config)."""
+        changes = {"beam_size": beam_size, "alpha": alpha, "nbest": nbest}
+        return dataclasses.replace(self.decode, **{k: v for k, v in changes.items() if v is not None})
+
+    def translate(self, sentences: Sequence[str], beam_size: int | None = None,
+                  alpha: float | None = None) -> list[str]:
+        """The best translation of each sentence, in order ("" for an empty one)."""
+        decode = self.with_decode(beam_size, alpha, nbest=1)
+        return [t.text for t in self.translations(sentences, decode)]
+
+    def translations(self, sentences: Sequence[str], decode: DecodeConfig | None = None,
+                     progress: Callable[[int], object] | None = None,
+                     first_line: int = 1) -> list[Translation]:
+        """n-best translations (decode.nbest) of each sentence, with pieces, scores and attention.
+
+        Sentences are batched by tokens and sorted by length (decode.batch_tokens); the output keeps
+        the input order. ``progress(n)`` is told how many sentences are done after each batch;
+        ``first_line`` numbers the sentences in warnings and errors.
+        """
+        if isinstance(sentences, str):
+            raise TypeError("translations() takes a list of sentences; wrap a single one in [...]")
+        decode = decode or self.decode
+        ids, truncated = self._encode(sentences, first_line)
+        todo = [i for i, seq in enumerate(ids) if seq]
+        out = [Translation(s, truncated=cut) for s, cut in zip(sentences, truncated, strict=True)]
+        if progress is not None and len(todo) < len(ids):
+            progress(len(ids) - len(todo))  # empty sentences are done already
+        results = translate_ids(self.model, [ids[i] for i in todo], decode, progress=progress)
+        for i, result in zip(todo, results, strict=True):
+            self._fill(out[i], ids[i], result.tokens[0], result.scores[0], result.attention[0])
+        return out
+
+    def _encode(self, sentences: Sequence[str], first_line: int) -> tuple[list[list[int]], list[bool]]:
+        """Subword ids of each sentence, cut to max_src_len (or an error, by max_src_len_policy)."""
+        ids = self.tokenizer.encode_src(sentences)
+        long = [i for i, seq in enumerate(ids) if len(seq) > self.max_src_len]
+        if long and self.max_src_len_policy == "error":
+            i = long[0]
+            raise SourceTooLong(
+                f"line {first_line + i}: the source has {len(ids[i])} subword tokens, more than the model's "
+                f"limit of {self.max_src_len} (max_src_len, default the checkpoint's data.max_len); shorten "
+                "or split it, raise max_src_len=, or set max_src_len_policy=truncate")
+        if long:
+            where = ", ".join(str(first_line + i) for i in long[:5]) + (", ..." if len(long) > 5 else "")
+            log.warning("%d source(s) longer than %d subword tokens truncated (line %s); set "
+                        "max_src_len_policy=error to refuse them instead", len(long), self.max_src_len, where)
+        return [seq[: self.max_src_len] for seq in ids], [len(seq) > self.max_src_len for seq in ids]
+
+    def _fill(self, out: Translation, src_ids: list[int], tokens: list[list[int]], scores: list[float],
+              attention: list[Tensor]) -> None:
+        """Detokenize the n-best list into ``out``, dropping a hypothesis that reads like a better one."""
+        out.src_pieces = self.tokenizer.src_pieces(src_ids)
+        seen = set()
+        texts = self.tokenizer.decode_tgt(tokens)
+        for toks, text, score, attn in zip(tokens, texts, scores, attention, strict=True):
+            text = one_line(text).strip()
+            if text in seen:
+                continue
+            seen.add(text)
+            out.hypotheses.append(text)
+            out.scores.append(score)
+            out.tgt_pieces.append(self.tokenizer.tgt_pieces(toks))
+            out.attention.append(attn)

@@ -1,0 +1,35 @@
+"""Shared fixtures: a small model trained once per session on the toy reverse task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.config import Config, compose
+from seq2seq.data import load_corpus
+from seq2seq.trainer import Trainer
+
+torch.set_num_threads(2)
+
+
+def toy_config(tmp: Path, *overrides: str) -> Config:
+    """experiment=toy with data, cache and nothing else under ``tmp``."""
+    return compose(["experiment=toy", f"data.dir={tmp / 'data'}", f"data.cache_dir={tmp / 'cache'}", *overrides])
+
+
+def train_toy(tmp: Path, *overrides: str) -> tuple[Trainer, Path]:
+    cfg = toy_config(tmp, *overrides)
+    run_dir = tmp / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, load_corpus(cfg.data), run_dir)
+    trainer.run()
+    return trainer, run_dir
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run directory of a small bahdanau model trained on toy reverse (best.pt, last.pt, metrics)."""
+    _, run_dir = train_toy(tmp_path_factory.mktemp("toy"))
+    return run_dir

@@ -1,0 +1,93 @@
+"""Properties every registered attention must have, written once and run over the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq.attention import ATTENTIONS, build_attention
+from seq2seq.errors import ConfigError
+
+B, S, HQ, HM, A = 3, 9, 16, 16, 12
+LENGTHS = torch.tensor([9, 5, 1])
+VARIANTS = [(name, None) for name in sorted(ATTENTIONS)] + [
+    (name, 2) for name in sorted(ATTENTIONS) if name.startswith("luong")
+]
+IDS = [f"{n}-local{w}" if w else n for n, w in VARIANTS]
+
+
+def setup(name: str, window: int | None, seed: int = 0):
+    torch.manual_seed(seed)
+    att = build_attention(name, HQ, HM, A, window)
+    memory = torch.randn(B, S, HM)
+    mask = torch.arange(S).unsqueeze(0) < LENGTHS.unsqueeze(1)  # (B, S)
+    query = torch.randn(B, HQ)
+    return att, query, memory, mask
+
+
+def run(att, query, memory, mask):
+    return att(query, att.project_keys(memory), memory, mask)
+
+
+@pytest.mark.parametrize(("name", "window"), VARIANTS, ids=IDS)
+def test_weights_are_a_distribution_over_real_positions(name: str, window: int | None) -> None:
+    att, query, memory, mask = setup(name, window)
+    _, weights = run(att, query, memory, mask)
+    assert weights.shape == (B, S)
+    assert torch.all(weights[~mask] == 0.0)  # padding gets exactly zero
+    assert torch.all(weights >= 0)
+    sums = weights.sum(-1)
+    if window is None:
+        torch.testing.assert_close(sums, torch.ones(B))
+    else:  # Luong eq. (10) multiplies the softmax by a Gaussian <= 1, so local weights sum to at most 1
+        assert torch.all(sums <= 1 + 1e-6) and torch.all(sums > 0)
+
+
+@pytest.mark.parametrize(("name", "window"), VARIANTS, ids=IDS)
+def test_padded_memory_does_not_change_the_context(name: str, window: int | None) -> None:
+    att, query, memory, mask = setup(name, window)
+    context, weights = run(att, query, memory, mask)
+    noisy = memory.clone()
+    noisy[~mask] = torch.randn(int((~mask).sum()), HM) * 100
+    context2, weights2 = run(att, query, noisy, mask)
+    torch.testing.assert_close(context, context2)
+    torch.testing.assert_close(weights, weights2)
+
+
+@pytest.mark.parametrize(("name", "window"), VARIANTS, ids=IDS)
+def test_single_sentence_equals_inside_padded_batch(name: str, window: int | None) -> None:
+    att, query, memory, mask = setup(name, window)
+    context, weights = run(att, query, memory, mask)
+    n = int(LENGTHS[1])
+    alone_c, alone_w = run(att, query[1:2], memory[1:2, :n], mask[1:2, :n])
+    torch.testing.assert_close(alone_c[0], context[1])
+    torch.testing.assert_close(alone_w[0], weights[1, :n])
+
+
+@pytest.mark.parametrize(("name", "window"), VARIANTS, ids=IDS)
+def test_every_parameter_gets_a_gradient(name: str, window: int | None) -> None:
+    att, query, memory, mask = setup(name, window)
+    context, _ = run(att, query, memory.requires_grad_(), mask)
+    context.sum().backward()
+    for pname, p in att.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert memory.grad is not None
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(ATTENTIONS) if n.startswith("luong")])
+def test_local_weights_vanish_far_from_the_predicted_position(name: str) -> None:
+    torch.manual_seed(0)
+    s, window = 40, 3
+    att = build_attention(name, HQ, HM, A, window)
+    memory, query = torch.randn(2, s, HM), torch.randn(2, HQ)
+    mask = torch.ones(2, s, dtype=torch.bool)
+    _, weights = att(query, att.project_keys(memory), memory, mask)
+    p = s * torch.sigmoid(att.v_p(torch.tanh(att.w_p(query))))  # (2, 1) Luong eq. (9)
+    distance = (torch.arange(s).unsqueeze(0) - p).abs()
+    assert torch.all(weights[distance > window] == 0)
+    assert torch.all(weights[distance <= 1] > 0)
+
+
+def test_unknown_name_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="unknown attention 'bahdanu'; choose one of bahdanau, luong_concat"):
+        build_attention("bahdanu", 4, 4, 4)

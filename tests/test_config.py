@@ -1,0 +1,92 @@
+"""Every config in configs/ composes and builds a model; bad overrides fail with a message naming them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from seq2seq.config import compose
+from seq2seq.errors import ConfigError
+from seq2seq.model import Seq2Seq
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+@pytest.mark.parametrize("attention", options("model/attention"))
+def test_every_combination_composes_and_builds(data: str, model: str, attention: str) -> None:
+    cfg = compose([f"data={data}", f"model={model}", f"model/attention={attention}"])
+    assert cfg.model.attention == attention
+    net = Seq2Seq(cfg.model, 40, 50)
+    assert net.num_parameters() > 0
+
+
+@pytest.mark.parametrize("group", ["optim", "decode", "experiment"])
+def test_other_groups_compose(group: str) -> None:
+    for option in options(group):
+        cfg = compose([f"{group}={option}"])
+        Seq2Seq(cfg.model, 40, 50)
+
+
+def test_language_pair_by_override() -> None:
+    cfg = compose(["data.src_lang=en", "data.tgt_lang=fr"])
+    assert (cfg.data.src_lang, cfg.data.tgt_lang, cfg.data.name) == ("en", "fr", "multi30k_en_fr")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.emb_sise=3", "emb_sise"),
+        ("train.max_epochs=abc", "max_epochs"),
+        ("model/attention=bahdanu", "bahdanu"),
+        ("data=nosuchdata", "nosuchdata"),
+    ],
+)
+def test_bad_overrides_fail_naming_the_key(override: str, expected: str) -> None:
+    with pytest.raises((HydraException, OmegaConfBaseException, ConfigError)) as err:
+        compose([override])
+    assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model/attention=bahdanau", "model.attention_window=5"], "local-p"),
+        (["model.dropout=1.5"], "model.dropout"),
+        (["data.spm_type=word"], "bpe, unigram"),
+        (["model.tie_embeddings=true", "model/attention=luong_general"], "model.dec_hidden=256"),
+        (["decode.nbest=9"], "decode.nbest"),
+    ],
+)
+def test_cross_field_checks(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        compose(overrides)
+    assert expected in str(err.value)
+
+
+def run_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("seq2seq-train")
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_reports_a_misspelt_key_without_a_traceback(tmp_path: Path) -> None:
+    out = run_train("model.atention=luong_dot", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "atention" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_reports_a_cross_field_error_cleanly(tmp_path: Path) -> None:
+    out = run_train("model/attention=bahdanau", "model.attention_window=4", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: model.attention_window") and "Traceback" not in out.stderr
+    assert not list(tmp_path.rglob("*.pt"))

@@ -1,0 +1,91 @@
+"""Reading corpora, filtering, and bucketed batches."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.data import Example, filter_pairs, make_batches, padding_fraction, read_parallel
+from seq2seq.errors import DataError
+
+
+def write(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def test_plain_and_gz_read_the_same(tmp_path: Path) -> None:
+    write(tmp_path / "train.en", ["a b", "c"])
+    with gzip.open(tmp_path / "train.de.gz", "wt", encoding="utf-8") as f:
+        f.write("x y\nz\n")
+    assert read_parallel(tmp_path, "train", "en", "de") == (["a b", "c"], ["x y", "z"])
+
+
+def test_misaligned_corpus_names_both_files_and_counts(tmp_path: Path) -> None:
+    write(tmp_path / "train.en", ["a", "b", "c"])
+    write(tmp_path / "train.de", ["x", "y"])
+    with pytest.raises(DataError) as err:
+        read_parallel(tmp_path, "train", "en", "de")
+    msg = str(err.value)
+    assert "train.en has 3 lines" in msg and "train.de has 2" in msg
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "train.en", ["a", "b"])
+    (tmp_path / "train.de").write_bytes(b"ok\nbad \xff\xfe byte\n")
+    with pytest.raises(DataError, match=r"train\.de:2: invalid UTF-8"):
+        read_parallel(tmp_path, "train", "en", "de")
+
+
+def test_missing_file_says_where_to_put_it(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as err:
+        read_parallel(tmp_path / "multi30k", "train", "en", "de")
+    assert "multi30k/train.en" in str(err.value) and "download_multi30k.py" in str(err.value)
+
+
+def test_empty_and_long_pairs_are_dropped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    src = [[5, 6], [], [5] * 11, [7]]
+    tgt = [[8], [9], [9], []]
+    with caplog.at_level(logging.INFO):
+        kept = filter_pairs(src, tgt, max_len=10, name="toy")
+    assert [e.index for e in kept] == [0]
+    assert "dropped 2 empty and 1 over-long" in caplog.text
+
+
+def test_no_usable_pairs_is_an_error() -> None:
+    with pytest.raises(DataError, match="no usable sentence pairs"):
+        filter_pairs([[]], [[1]], max_len=10, name="toy")
+
+
+def examples(n: int = 500, seed: int = 0) -> list[Example]:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(1, 40, (n, 2), generator=g).tolist()
+    return [Example([4] * s, [5] * t, i) for i, (s, t) in enumerate(lens)]
+
+
+def test_batches_cover_everything_once_within_budget() -> None:
+    ex = examples()
+    batches = make_batches(ex, batch_tokens=300, generator=torch.Generator().manual_seed(1))
+    assert sorted(i for b in batches for i in b) == list(range(len(ex)))
+    for b in batches:
+        width = max(max(len(ex[i].src), len(ex[i].tgt)) + 1 for i in b)
+        assert width * len(b) <= 300 or len(b) == 1
+    assert padding_fraction(ex, batches) < 0.1
+
+
+def test_batches_by_sentences() -> None:
+    batches = make_batches(examples(100), batch_tokens=1, batch_sentences=16)
+    assert [len(b) for b in batches] == [16] * 6 + [4]
+
+
+def test_shuffling_is_seeded_and_differs_between_epochs() -> None:
+    ex = examples()
+
+    def plan(seed: int) -> list[list[int]]:
+        return make_batches(ex, 300, generator=torch.Generator().manual_seed(seed))
+
+    assert plan(3) == plan(3)
+    assert plan(3) != plan(4)
