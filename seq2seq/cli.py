@@ -7,6 +7,7 @@ stderr and exits with status 2; nothing else is printed.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import sys
 import time
@@ -182,13 +183,17 @@ def _answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> No
         _plot(cfg.attention_plots, number, line, result)
 
 
+def _reconfigure_streams() -> None:
+    """Bad UTF-8 in becomes U+FFFD and unencodable output '?', never a crash; only \\n ends an input line
+    (a lone \\r is part of the sentence)."""
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace", newline="\n")
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")
+
+
 def _piped(translator: Any, cfg: TranslateConfig) -> None:
     """Exactly one answer per input line, written as soon as the line is read."""
-    for stream in (sys.stdin, sys.stdout):
-        if hasattr(stream, "reconfigure"):  # bad UTF-8 in or out becomes U+FFFD / '?', never a crash
-            stream.reconfigure(errors="replace")
-    if hasattr(sys.stdin, "reconfigure"):
-        sys.stdin.reconfigure(newline="\n")  # only \n ends a line: a lone \r is part of the sentence
     for number, line in enumerate(sys.stdin, 1):
         _answer(translator, cfg, line.removesuffix("\n").removesuffix("\r"), number)
 
@@ -225,6 +230,7 @@ def _translate(dcfg: DictConfig) -> None:
     cfg: TranslateConfig = _job_config(dcfg, TranslateConfig)
     translator = Translator.from_checkpoint(cfg.checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
                                             cfg.max_src_len_policy)
+    _reconfigure_streams()
     if sys.stdin.isatty():
         _interactive(translator, cfg)
     else:

@@ -112,7 +112,7 @@ class ModelConfig:
 class OptimConfig:
     """Adam with gradient clipping and a learning rate halved on a validation-BLEU plateau."""
 
-    lr: float = 1e-3
+    lr: float = 2e-3
     beta1: float = 0.9
     beta2: float = 0.999
     weight_decay: float = 0.0
@@ -138,7 +138,7 @@ class TrainConfig:
     max_epochs: int = 30
     max_steps: int | None = None
     max_minutes: float | None = None
-    batch_tokens: int = 4000  # padded tokens per batch (the longer side)
+    batch_tokens: int = 3000  # padded tokens per batch (the longer side)
     batch_sentences: int | None = None  # if set, batches of this many sentences instead (JoeyNMT style)
     valid_every_steps: int | None = None  # besides the end of every epoch
     valid_batch_tokens: int = 8000
@@ -170,7 +170,8 @@ class DecodeConfig:
         _positive("decode.alpha", self.alpha, allow_zero=True)
         _positive("decode.batch_tokens", self.batch_tokens)
         if not 1 <= self.nbest <= self.beam_size:
-            raise ConfigError(f"decode.nbest must be between 1 and decode.beam_size ({self.beam_size}), got {self.nbest}")
+            raise ConfigError(f"decode.nbest must be between 1 and decode.beam_size ({self.beam_size}), "
+                              f"got {self.nbest}")
 
 
 @dataclass

@@ -78,7 +78,8 @@ def filter_pairs(src: Sequence[list[int]], tgt: Sequence[list[int]], max_len: in
         else:
             kept.append(Example(s, t, i))
     if empty or long:
-        log.info("%s: dropped %d empty and %d over-long (> %d tokens) pairs of %d", name, empty, long, max_len, len(src))
+        log.info("%s: dropped %d empty and %d over-long (> %d tokens) pairs of %d", name, empty, long, max_len,
+                 len(src))
     if not kept:
         raise DataError(f"{name}: no usable sentence pairs left after dropping {empty} empty and {long} pairs longer "
                         f"than {max_len} tokens; check the files or raise data.max_len")
@@ -134,7 +135,10 @@ def make_batches(
     longest = 0
     for i in order:
         width = max(len(examples[i].src), len(examples[i].tgt)) + 1  # + BOS or EOS
-        full = (len(current) >= batch_sentences) if batch_sentences else max(longest, width) * (len(current) + 1) > batch_tokens
+        if batch_sentences:
+            full = len(current) >= batch_sentences
+        else:
+            full = max(longest, width) * (len(current) + 1) > batch_tokens
         if current and full:
             batches.append(current)
             current, longest = [], 0
@@ -161,7 +165,8 @@ class BatchPlan:
     """Every epoch's batches, reproducible from (seed, epoch): resuming mid-epoch rebuilds the same plan."""
 
     def __init__(self, examples: Sequence[Example], batch_tokens: int, batch_sentences: int | None, seed: int) -> None:
-        self.examples, self.batch_tokens, self.batch_sentences, self.seed = examples, batch_tokens, batch_sentences, seed
+        self.examples, self.seed = examples, seed
+        self.batch_tokens, self.batch_sentences = batch_tokens, batch_sentences
 
     def epoch(self, epoch: int) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)

@@ -55,7 +55,8 @@ class StackedCell(nn.Module):
     def precompute(self, emb: Tensor) -> Tensor:
         return self.emb_proj(emb)  # (B, T, G)
 
-    def step(self, x: Tensor, extra: Tensor | None, hidden: Tensor, cell: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def step(self, x: Tensor, extra: Tensor | None, hidden: Tensor,
+             cell: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """x (B, G) precomputed input, extra (B, X), hidden / cell (L, B, H) -> new hidden / cell."""
         new_h, new_c = [], []
         for layer in range(hidden.size(0)):

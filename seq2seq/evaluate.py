@@ -150,7 +150,8 @@ def resolve_inputs(cfg: EvaluateConfig, data: DataConfig) -> EvalInputs:
         src = corpus_path(directory, split, data.src_lang)
     except DataError as err:
         found = sorted({p.name.split(f".{data.src_lang}")[0] for p in directory.glob(f"*.{data.src_lang}*")})
-        raise DataError(f"{err} Splits in {directory}: {', '.join(found) or 'none'}; pick one with split=") from None
+        listing = ", ".join(found) or "none"
+        raise DataError(f"{err} Splits in {directory}: {listing}; pick one with split=") from None
     try:
         ref: Path | None = corpus_path(directory, split, data.tgt_lang)
     except DataError:

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-# Special ids, the same as seq2seq.tokenizer's (kept local while that module was written).
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+# Special ids come from the tokenizer: every SentencePiece model we train fixes them.
+from seq2seq.tokenizer import BOS, EOS, PAD, UNK  # noqa: F401
 
 NEG_INF = float("-inf")
 

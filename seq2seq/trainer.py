@@ -41,6 +41,8 @@ class Progress:
     bad_validations: int = 0  # since the best BLEU, for early stopping
     bad_steps: int = 0  # non-finite losses in a row
     skipped_steps: int = 0
+    tokens: int = 0  # target tokens trained on
+    train_s: float = 0.0  # seconds spent in training steps (validation excluded)
     elapsed_s: float = 0.0  # training wall time before this process
     finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -92,8 +94,15 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         payload = load_checkpoint(path)
+        pair = [self.cfg.data.src_lang, self.cfg.data.tgt_lang]
+        if payload.get("pair") != pair:
+            raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
+                              f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
         if payload["config"]["model"] != to_dict(self.cfg.model):
-            raise ConfigError(f"{path} was trained with a different model config; resume with the same settings")
+            raise ConfigError(f"{path} was trained with a different model config; resume with the same model settings")
+        if payload["progress"]["finished"]:
+            raise ConfigError(f"{path} belongs to a finished run; there is nothing to resume: start a new run "
+                              "in a new hydra.run.dir")
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -101,8 +110,14 @@ class Trainer:
         torch.set_rng_state(payload["rng"]["torch"])
         python_state = payload["rng"]["python"]
         random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+        self._rewrite_metrics()
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.progress.step,
                  self.progress.epoch, self.progress.batch_in_epoch)
+
+    def _rewrite_metrics(self) -> None:
+        """Validations the killed process logged after its last save are dropped: they will run again."""
+        lines = "".join(json.dumps(r) + "\n" for r in self.progress.history)
+        (self.run_dir / "metrics.jsonl").write_text(lines, encoding="utf-8")
 
     def elapsed(self) -> float:
         return self.progress.elapsed_s + time.monotonic() - self._start
@@ -112,11 +127,19 @@ class Trainer:
     def train_step(self, batch: Batch) -> float | None:
         """Forward, backward, clip, update; returns the loss per target token, or None if skipped."""
         self.model.train()
-        logits, _ = self.model(batch.src, batch.src_lens, batch.tgt_in)  # (B, T, V)
-        loss = token_loss(logits, batch.tgt_out, self.cfg.optim.label_smoothing) / batch.n_tgt_tokens
         self.optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
-            loss.backward()
+        try:
+            logits, _ = self.model(batch.src, batch.src_lens, batch.tgt_in)  # (B, T, V)
+            loss = token_loss(logits, batch.tgt_out, self.cfg.optim.label_smoothing) / batch.n_tgt_tokens
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+        except torch.OutOfMemoryError:
+            raise TrainingStopped(
+                f"out of memory on a batch of {batch.src.size(0)} sentences ({batch.src.numel()} source and "
+                f"{batch.tgt_in.numel()} target positions); lower train.batch_tokens (now "
+                f"{self.cfg.train.batch_tokens}) and resume=true") from None
+        if finite:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_norm or math.inf)
             if torch.isfinite(norm):
                 self.optimizer.step()
@@ -179,7 +202,10 @@ class Trainer:
     def _write_metrics(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        timing = {"step": record["step"], "elapsed_s": round(self.elapsed(), 1), "bleu": record["bleu"]}
+        elapsed = self.elapsed()
+        timing = {"step": record["step"], "epoch": record["epoch"], "elapsed_s": round(elapsed, 1),
+                  "tokens_per_s": round(self.progress.tokens / max(self.progress.train_s, 1e-9), 1),
+                  "bleu": record["bleu"]}
         with open(self.run_dir / "timing.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(timing) + "\n")
 
@@ -199,13 +225,11 @@ class Trainer:
         log.info("model: %s attention, %d parameters; %d training pairs", self.cfg.model.attention,
                  self.model.num_parameters(), len(self.corpus.train))
         try:
-            while not p.finished:
-                if self._run_epoch():
-                    break
-                if p.epoch >= t.max_epochs:
-                    log.info("train.max_epochs=%d reached", t.max_epochs)
-                    break
+            while not self._run_epoch() and p.epoch < t.max_epochs:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                self.save("last.pt")  # saved after the epoch advanced, so a resume never validates twice
+            if p.epoch >= t.max_epochs and p.batch_in_epoch > 0:
+                log.info("train.max_epochs=%d reached", t.max_epochs)
         except KeyboardInterrupt:
             self.save("last.pt")
             log.warning("interrupted: saved %s; continue with resume=true", self.run_dir / "last.pt")
@@ -216,7 +240,7 @@ class Trainer:
         return p
 
     def _run_epoch(self) -> bool:
-        """One epoch from the current position; True when training should stop."""
+        """The rest of the current epoch, then validation; True when training should stop."""
         p, t = self.progress, self.cfg.train
         batches = self.plan.epoch(p.epoch)
         if p.batch_in_epoch == 0:
@@ -226,9 +250,12 @@ class Trainer:
                    dynamic_ncols=True, leave=False, disable=None, mininterval=1.0)  # no bar unless a terminal
         window_tokens, window_start = 0, time.monotonic()
         for positions in batches[p.batch_in_epoch:]:
+            step_start = time.monotonic()
             batch = self.plan.batch(positions)
             loss = self.train_step(batch)
+            p.train_s += time.monotonic() - step_start
             p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + 1
+            p.tokens += batch.n_tgt_tokens
             window_tokens += batch.n_tgt_tokens
             rate = window_tokens / max(1e-9, time.monotonic() - window_start)
             bar.update(1)
@@ -241,28 +268,27 @@ class Trainer:
                 bar.close()
                 return True
         bar.close()
-        return self._end_of_validation_round()
+        return self._validate_round()
 
     def _after_step(self) -> bool:
         """Periodic validation / saving inside the epoch, and the step and time limits."""
         p, t = self.progress, self.cfg.train
+        if self.limit_reached():
+            log.info("%s: validating and saving", self.limit_reached())
+            self._validate_round()
+            return True
         if t.valid_every_steps and p.step % t.valid_every_steps == 0:
-            if self._end_of_validation_round():
+            if self._validate_round():
                 return True
+            self.save("last.pt")
         elif t.save_every_steps and p.step % t.save_every_steps == 0:
             self.save("last.pt")
-        reason = self.limit_reached()
-        if reason:
-            log.info("%s: validating and saving", reason)
-            if not p.history or p.history[-1]["step"] != p.step:
-                self.validate()
-            return True
         return False
 
-    def _end_of_validation_round(self) -> bool:
-        """Validate, save last.pt; True when early stopping triggers."""
-        self.validate()
-        self.save("last.pt")
+    def _validate_round(self) -> bool:
+        """Validate (once per step); True when early stopping triggers."""
+        if not self.progress.history or self.progress.history[-1]["step"] != self.progress.step:
+            self.validate()
         if self.progress.bad_validations >= self.cfg.train.patience:
             log.info("early stopping: no BLEU gain in %d validations", self.progress.bad_validations)
             return True

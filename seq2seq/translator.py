@@ -126,6 +126,7 @@ class Translator:
         """
         if isinstance(sentences, str):
             raise TypeError("translations() takes a list of sentences; wrap a single one in [...]")
+        sentences = list(sentences)
         decode = decode or self.decode
         ids, truncated = self._encode(sentences, first_line)
         todo = [i for i, seq in enumerate(ids) if seq]

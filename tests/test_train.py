@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import toy_config, train_toy
+
 from seq2seq.attention import Attention
 from seq2seq.checkpoint import load_model
 from seq2seq.data import read_parallel
