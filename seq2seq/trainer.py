@@ -59,6 +59,19 @@ def token_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: floa
                            label_smoothing=label_smoothing, reduction="sum")
 
 
+def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
+    """``cfg`` may resume the checkpoint only with the same language pair and model, and if it is unfinished."""
+    pair = [cfg.data.src_lang, cfg.data.tgt_lang]
+    if payload.get("pair") != pair:
+        raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
+                          f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
+    if payload["config"]["model"] != to_dict(cfg.model):
+        raise ConfigError(f"{path} was trained with a different model config; resume with the same model settings")
+    if payload["progress"]["finished"]:
+        raise ConfigError(f"{path} belongs to a finished run; there is nothing to resume: start a new run "
+                          "in a new hydra.run.dir")
+
+
 class Trainer:
     def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path) -> None:
         self.cfg, self.corpus, self.run_dir = cfg, corpus, Path(run_dir)
@@ -94,15 +107,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         payload = load_checkpoint(path)
-        pair = [self.cfg.data.src_lang, self.cfg.data.tgt_lang]
-        if payload.get("pair") != pair:
-            raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
-                              f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
-        if payload["config"]["model"] != to_dict(self.cfg.model):
-            raise ConfigError(f"{path} was trained with a different model config; resume with the same model settings")
-        if payload["progress"]["finished"]:
-            raise ConfigError(f"{path} belongs to a finished run; there is nothing to resume: start a new run "
-                              "in a new hydra.run.dir")
+        check_resumable(payload, self.cfg, path)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])

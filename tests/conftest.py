@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from seq2seq.config import Config, compose
 from seq2seq.data import load_corpus
 from seq2seq.trainer import Trainer
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("SEQ2SEQ_TEST_THREADS", "2")))  # fixed, for reproducible numbers
 
 
 def toy_config(tmp: Path, *overrides: str) -> Config:

@@ -92,3 +92,28 @@ def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
     assert out.stdout == ""  # logs go to stderr
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already holds a run" in again.stderr and "resume=true" in again.stderr
+
+
+def test_non_finite_losses_are_skipped_then_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import seq2seq.trainer as trainer_module
+    from seq2seq.data import load_corpus
+    from seq2seq.trainer import Trainer, TrainingStopped
+
+    cfg = toy_config(tmp_path, "train.max_bad_steps=3", "train.save_every_steps=4")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer = Trainer(cfg, load_corpus(cfg.data), run_dir)
+    real_loss = trainer_module.token_loss
+
+    def poisoned(logits, target, smoothing):
+        loss = real_loss(logits, target, smoothing)
+        return loss * float("nan") if trainer.progress.step in (2, 6, 7, 8) else loss
+
+    monkeypatch.setattr(trainer_module, "token_loss", poisoned)
+    with pytest.raises(TrainingStopped, match="3 non-finite losses or gradients in a row at step 8.*last.pt"):
+        trainer.run()
+    assert trainer.progress.skipped_steps == 4
+    saved = torch.load(run_dir / "last.pt", weights_only=True)
+    assert saved["progress"]["step"] == 8  # saved at step 8: skipped steps leave the weights untouched
+    for name, value in saved["model"].items():
+        assert torch.isfinite(value).all(), name

@@ -1,0 +1,59 @@
+"""Fuzzing the corpus reader with arbitrary unicode (hypothesis)."""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seq2seq.data import filter_pairs, read_parallel
+from seq2seq.errors import DataError
+
+# any unicode line without line breaks of its own ("\n" ends a line; a trailing "\r" is a CRLF ending)
+LINE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(LINE, LINE), max_size=20), st.booleans())
+def test_reader_returns_exactly_the_lines_written(pairs: list[tuple[str, str]], gz: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for lang, side in (("xx", 0), ("yy", 1)):
+            data = "".join(p[side] + "\n" for p in pairs).encode("utf-8")
+            if gz:
+                (d / f"train.{lang}.gz").write_bytes(gzip.compress(data))
+            else:
+                (d / f"train.{lang}").write_bytes(data)
+        src, tgt = read_parallel(d, "train", "xx", "yy")
+    assert src == [p[0] for p in pairs] and tgt == [p[1] for p in pairs]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_read_or_fail_with_a_data_error(blob: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "train.xx").write_bytes(blob)
+        (d / "train.yy").write_bytes(blob)
+        try:
+            src, tgt = read_parallel(d, "train", "xx", "yy")
+        except DataError as err:
+            assert "invalid UTF-8" in str(err) and "train.xx:" in str(err)
+        else:
+            assert src == tgt
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(4, 99), max_size=8), st.lists(st.integers(4, 99), max_size=8)),
+                min_size=1, max_size=20))
+def test_filter_keeps_exactly_the_usable_pairs(pairs: list[tuple[list[int], list[int]]]) -> None:
+    usable = [i for i, (s, t) in enumerate(pairs) if s and t and len(s) <= 5 and len(t) <= 5]
+    try:
+        kept = filter_pairs([p[0] for p in pairs], [p[1] for p in pairs], max_len=5, name="fuzz")
+    except DataError:
+        assert not usable
+    else:
+        assert [e.index for e in kept] == usable
