@@ -1,0 +1,159 @@
+"""Training and decoding throughput, peak memory, FLOPs per target token and achieved GEMM fraction.
+
+    python scripts/benchmark.py                              # experiment=joeynmt_reference on Multi30k en-de
+    python scripts/benchmark.py --checkpoint runs/x/best.pt  # decode with a trained model (realistic lengths)
+    python scripts/benchmark.py --quick                      # about a minute; used by the tests
+    python scripts/benchmark.py -- model/attention=bahdanau  # any seq2seq-train overrides after --
+
+Each phase runs in its own process so that its peak resident memory is its own. Prints a table and,
+last, one JSON line. Run nothing else while it measures; quote ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from seq2seq.config import Config, ModelConfig, compose
+
+
+def gemm_peak(threads: int, n: int = 2048, repeats: int = 10) -> float:
+    """Achieved fp32 GFLOP/s of a large square matmul: the practical peak of this CPU."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def forward_flops(m: ModelConfig, v: int, b: int, s: int, t: int) -> float:
+    """Multiply-add FLOPs (x2) of one teacher-forced forward pass over a (B, S) -> (B, T) batch, from the shapes."""
+    g = (4 if m.cell == "lstm" else 3) * m.dec_hidden
+    dirs = 2 if m.bidirectional else 1
+    enc_gates = (4 if m.cell == "lstm" else 3) * m.enc_hidden
+    enc = 0
+    for layer in range(m.enc_layers):
+        inp = m.emb_size if layer == 0 else m.memory_size
+        enc += dirs * b * s * enc_gates * (inp + m.enc_hidden)
+    hm, hq, a, h, e = m.memory_size, m.dec_hidden, m.attention_size, m.dec_hidden, m.emb_size
+    extra = hm if m.attention == "bahdanau" else (0 if m.attention == "none" else h)
+    dec = b * t * (e * g + extra * g + h * g + (m.dec_layers - 1) * 2 * h * g)
+    if m.attention in ("bahdanau", "luong_concat"):
+        dec += b * s * hm * a + b * t * (hq * a + s * a)  # keys once, query projection, v_a over tanh
+    elif m.attention == "luong_general":
+        dec += b * s * hm * hq + b * t * s * hq
+    elif m.attention == "luong_dot":
+        dec += b * t * s * hq
+    if m.attention != "none":
+        dec += b * t * s * hm  # weighted sum of the memory
+    if m.attention.startswith("luong"):
+        dec += b * t * (hm + h) * h  # W_c [c; h]
+    if m.attention == "bahdanau":
+        dec += b * t * (h + e + hm) * 2 * m.output_size  # deep output before maxout
+    dec += b * t * m.output_size * v  # vocabulary projection
+    return 2.0 * (enc + dec)
+
+
+def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
+    from seq2seq.data import BatchPlan, load_corpus
+    from seq2seq.trainer import Trainer
+
+    torch.set_num_threads(cfg.threads or 2)
+    corpus = load_corpus(cfg.data)
+    trainer = Trainer(cfg, corpus, run_dir=Path("/tmp"))  # train_step writes nothing
+    plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
+    batches = [plan.batch(p) for p in plan.epoch(1)[: warmup + steps]]
+    for batch in batches[:warmup]:
+        trainer.train_step(batch)
+    tgt = src = 0
+    flops = 0.0
+    v = corpus.tokenizer.tgt_vocab_size
+    start = time.perf_counter()
+    for batch in batches[warmup:]:
+        trainer.train_step(batch)
+        tgt += batch.n_tgt_tokens
+        src += int(batch.src_lens.sum())
+        flops += 3 * forward_flops(cfg.model, v, batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1))
+    seconds = time.perf_counter() - start
+    queue.put({"train_tgt_tokens_per_s": tgt / seconds, "train_src_tokens_per_s": src / seconds,
+               "train_flops_per_tgt_token": flops / tgt, "train_gflops_per_s": flops / seconds / 1e9,
+               "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "params": trainer.model.num_parameters()})
+
+
+def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, queue: mp.Queue) -> None:
+    from seq2seq.checkpoint import load_model
+    from seq2seq.data import read_parallel
+    from seq2seq.evaluate import score, translate_ids
+
+    torch.set_num_threads(cfg.threads or 2)
+    if checkpoint:
+        model, tok, ckpt_cfg = load_model(checkpoint)
+        data = ckpt_cfg.data
+    else:
+        from seq2seq.data import load_corpus
+        from seq2seq.model import Seq2Seq
+
+        tok = load_corpus(cfg.data).tokenizer
+        model, data = Seq2Seq(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).eval(), cfg.data
+    src, ref = read_parallel(data.dir, data.test_split, data.src_lang, data.tgt_lang)
+    src, ref = src[:sentences], ref[:sentences]
+    decode = replace(cfg.decode, beam_size=beam, nbest=1)
+    ids = tok.encode_src(src)
+    translate_ids(model, ids[:8], decode, greedy=beam == 1)  # warm-up
+    start = time.perf_counter()
+    results = translate_ids(model, ids, decode, greedy=beam == 1)
+    seconds = time.perf_counter() - start
+    bleu = score(tok.decode_tgt([r.tokens[0][0] for r in results]), ref).bleu
+    name = "greedy" if beam == 1 else f"beam{beam}"
+    queue.put({f"decode_{name}_sentences_per_s": len(src) / seconds, f"decode_{name}_bleu": bleu,
+               f"decode_{name}_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def run_phase(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few steps and sentences (about a minute)")
+    parser.add_argument("--checkpoint", help="decode with this trained checkpoint instead of an untrained model")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="seq2seq-train overrides (default experiment=joeynmt_reference)")
+    args = parser.parse_args()
+    overrides = args.overrides or ["experiment=joeynmt_reference"]
+    cfg = compose([*overrides, f"threads={args.threads}"])
+    steps, warmup, sentences = (3, 1, 40) if args.quick else (args.steps, args.warmup, args.sentences)
+    result = {"overrides": overrides, "threads": args.threads, "gemm_peak_gflops": gemm_peak(args.threads)}
+    result |= run_phase(_train_phase, cfg, warmup, steps)
+    for beam in (1, 5):
+        result |= run_phase(_decode_phase, cfg, args.checkpoint, sentences, beam)
+    result["train_fraction_of_gemm_peak"] = result["train_gflops_per_s"] / result["gemm_peak_gflops"]
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value:,.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
