@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/seq2seq-train: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@

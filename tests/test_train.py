@@ -44,7 +44,7 @@ def test_toy_accuracy_needs_attention(toy_run: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_run_directory_contents_and_metrics(toy_run: Path) -> None:
-    for name in ("best.pt", "last.pt", "spm.model", "metrics.jsonl", "timing.jsonl"):
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "timing.jsonl"):
         assert (toy_run / name).is_file(), name
     records = [json.loads(line) for line in (toy_run / "metrics.jsonl").read_text().splitlines()]
     assert records and {"step", "epoch", "loss", "ppl", "bleu", "chrf", "lr"} <= set(records[0])
