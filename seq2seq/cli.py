@@ -51,29 +51,51 @@ def _resume_path(value: str | None, run_dir: Path) -> Path | None:
     return Path(value)
 
 
+def _load_corpus_once(cfg: Config) -> Any:
+    """Rank 0 first (it may generate the toy data and train SentencePiece), then the others from its files."""
+    from seq2seq import distributed
+    from seq2seq.data import load_corpus
+
+    if not distributed.is_main():
+        distributed.barrier()
+    corpus = load_corpus(cfg.data)
+    if distributed.is_main():
+        distributed.barrier()
+    return corpus
+
+
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 @_report_errors
 def _train(dcfg: DictConfig) -> None:
-    from seq2seq.data import load_corpus
+    from seq2seq import distributed
     from seq2seq.errors import ConfigError
     from seq2seq.trainer import Trainer
 
     cfg: Config = to_dataclass(dcfg, Config)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    resume = _resume_path(cfg.resume, run_dir)
-    if resume is None and (run_dir / "last.pt").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run (last.pt); continue it with resume=true "
-                          "or choose a new directory with hydra.run.dir=...")
-    log.info("run directory: %s", run_dir)
-    with logging_redirect_tqdm():
-        corpus = load_corpus(cfg.data)
-        corpus.tokenizer.save(run_dir)
-        trainer = Trainer(cfg, corpus, run_dir)
-        if resume is not None:
-            trainer.resume(resume)
-        trainer.run()
+    distributed.init(distributed.resolve_device(cfg.device))  # under torchrun: join the process group
+    try:
+        # rank 0's directory for all ranks (the default hydra.run.dir holds a time that may differ)
+        run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))
+        if not distributed.is_main():
+            logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs progress; the others only problems
+        resume = _resume_path(cfg.resume, run_dir)
+        if resume is None and (run_dir / "last.pt").exists():
+            raise ConfigError(f"run directory {run_dir} already holds a run (last.pt); continue it with "
+                              "resume=true or choose a new directory with hydra.run.dir=...")
+        log.info("run directory: %s (%d process%s)", run_dir, distributed.world_size(),
+                 "es" if distributed.world_size() > 1 else "")
+        with logging_redirect_tqdm():
+            corpus = _load_corpus_once(cfg)
+            if distributed.is_main():
+                corpus.tokenizer.save(run_dir)
+            trainer = Trainer(cfg, corpus, run_dir)
+            if resume is not None:
+                trainer.resume(resume)
+            trainer.run()
+    finally:
+        distributed.cleanup()
 
 
 def train() -> None:

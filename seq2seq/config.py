@@ -14,6 +14,8 @@ from seq2seq.errors import ConfigError
 
 ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "luong_concat", "none")
 CELLS = ("gru", "lstm")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -146,9 +148,13 @@ class TrainConfig:
     save_every_steps: int | None = 500
     log_every_steps: int = 50
     max_bad_steps: int = 5  # non-finite losses in a row before training stops
+    accumulate: int = 1  # batches per optimizer step (per process): effective batch = batch x world x accumulate
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 only on CUDA, with a gradient scaler)
 
     def __post_init__(self) -> None:
-        for name in ("max_epochs", "batch_tokens", "valid_batch_tokens", "patience", "log_every_steps"):
+        _choice("train.precision", self.precision, PRECISIONS)
+        for name in ("max_epochs", "batch_tokens", "valid_batch_tokens", "patience", "log_every_steps",
+                     "accumulate"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_minutes", "batch_sentences", "valid_every_steps", "save_every_steps"):
             _positive(f"train.{name}", getattr(self, name))
@@ -186,6 +192,16 @@ class Config:
     seed: int = 1234
     threads: int | None = None  # torch intra-op threads; unset = torch's default
     resume: str | None = None  # path to last.pt, or "true" for the run directory's own last.pt
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda; under torchrun cuda = cuda:LOCAL_RANK
+
+    def __post_init__(self) -> None:
+        _choice("device", self.device, DEVICES)
+        if self.device == "cpu" and self.train.precision == "fp16":
+            raise ConfigError(FP16_ON_CPU)
+
+
+FP16_ON_CPU = ("train.precision=fp16 needs a CUDA GPU (float16 training uses a gradient scaler there); "
+               "on the CPU use train.precision=bf16 or fp32")
 
 
 def register_configs() -> None:

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import sacrebleu
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seq2seq.config import DataConfig, DecodeConfig, EvaluateConfig
-from seq2seq.data import Example, corpus_path, make_batches, pad, read_lines
+from seq2seq.data import Example, collate, corpus_path, make_batches, pad, read_lines
 from seq2seq.errors import DataError
 from seq2seq.model import Seq2Seq
 from seq2seq.search import SearchResult, beam_search, greedy_search
@@ -75,6 +77,21 @@ def search(model: Seq2Seq, src: Tensor, src_lens: Tensor, decode: DecodeConfig, 
         return greedy_search(step_model, src, src_lens, decode.max_len_a, decode.max_len_b)
     return beam_search(step_model, src, src_lens, decode.beam_size, decode.alpha, decode.max_len_a,
                        decode.max_len_b, decode.nbest)
+
+
+@torch.inference_mode()
+def validation_loss(model: Seq2Seq, examples: Sequence[Example], batch_tokens: int) -> float:
+    """Cross-entropy per target token (no label smoothing), teacher-forced, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    for positions in make_batches(examples, batch_tokens):
+        batch = collate([examples[i] for i in positions])
+        logits, _ = model(batch.src.to(device), batch.src_lens.to(device), batch.tgt_in.to(device))  # (B, T, V)
+        total += float(F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.to(device).flatten(),
+                                       ignore_index=PAD, reduction="sum"))
+        tokens += batch.n_tgt_tokens
+    return total / max(1, tokens)
 
 
 def translate_ids(

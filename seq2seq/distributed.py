@@ -1,0 +1,125 @@
+"""Several training processes (torchrun): process group, rank and world size, batch shards, collectives.
+
+Without torchrun (``WORLD_SIZE`` unset or 1) every helper is a cheap no-op for a world of one process,
+so the single-process path runs no collective at all. Under torchrun the process group is set up from
+torchrun's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``): gloo on the CPU, nccl on GPUs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from seq2seq.errors import ConfigError
+
+T = TypeVar("T")
+TIMEOUT = datetime.timedelta(hours=2)  # other ranks wait while rank 0 validates a large corpus
+
+
+def env_world_size() -> int:
+    """The world size torchrun asks for (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``; under torchrun ``cuda`` means cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but no CUDA GPU is available here; use device=cpu or device=auto")
+        return torch.device("cuda", local_rank() if env_world_size() > 1 else torch.cuda.current_device())
+    return torch.device(name)
+
+
+def init(device: torch.device) -> None:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1: nccl for CUDA devices, gloo otherwise."""
+    if env_world_size() <= 1 or is_initialized():
+        return
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ:
+            raise ConfigError(f"WORLD_SIZE is set but {name} is not; start several processes with torchrun "
+                              "(python -m torch.distributed.run --nproc_per_node N -m seq2seq.train ...)")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
+
+
+def cleanup() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 validates, logs, and writes checkpoints and metrics."""
+    return rank() == 0
+
+
+def shard(batches: Sequence[T], rank: int, world: int) -> list[T]:
+    """This rank's batches: the list cut to a multiple of ``world`` (every rank takes as many steps),
+    then every ``world``-th batch from ``rank``. Global batch ``i`` goes to rank ``i % world``."""
+    usable = len(batches) - len(batches) % world
+    return list(batches[rank:usable:world])
+
+
+def sum_int(value: int, device: torch.device) -> int:
+    """``value`` summed over all ranks."""
+    if world_size() == 1:
+        return value
+    total = torch.tensor(value, dtype=torch.long, device=device)
+    dist.all_reduce(total)
+    return int(total)
+
+
+def sum_tensor(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over all ranks (a new tensor); a NaN or inf on any rank reaches every rank."""
+    if world_size() == 1:
+        return value
+    total = value.clone()
+    dist.all_reduce(total)
+    return total
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank: all ranks stop together."""
+    if world_size() == 1:
+        return flag
+    value = torch.tensor(int(flag), dtype=torch.long, device=device)
+    dist.broadcast(value, src=0)
+    return bool(value)
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` (picklable plain data) on every rank."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
