@@ -68,13 +68,12 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        self.progress.elapsed_s = self.elapsed()
         return {
             "config": to_dict(self.cfg),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "progress": to_dict(self.progress),
+            "progress": to_dict(self.progress) | {"elapsed_s": self.elapsed()},  # wall time so far
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             "tokenizer": tokenizer_payload(self.corpus.tokenizer),
             "pair": [self.cfg.data.src_lang, self.cfg.data.tgt_lang],
@@ -93,6 +92,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.progress = Progress(**payload["progress"])
+        self._start = time.monotonic()  # elapsed() = time before the resume + time since
         torch.set_rng_state(payload["rng"]["torch"])
         python_state = payload["rng"]["python"]
         random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
@@ -104,6 +104,7 @@ class Trainer:
                  self.progress.epoch, self.progress.batch_in_epoch)
 
     def elapsed(self) -> float:
+        """Training wall time (validation included) over this process and the ones it resumed."""
         return self.progress.elapsed_s + time.monotonic() - self._start
 
     # ---- one step ----------------------------------------------------------------------------
@@ -205,7 +206,8 @@ class Trainer:
         record["best"] = improved
         p.history.append(record)
         timing = {"step": record["step"], "epoch": record["epoch"], "elapsed_s": round(self.elapsed(), 1),
-                  "tokens_per_s": round(p.tokens / max(p.train_s, 1e-9), 1), "bleu": record["bleu"]}
+                  "train_s": round(p.train_s, 1), "tokens_per_s": round(p.tokens / max(p.train_s, 1e-9), 1),
+                  "bleu": record["bleu"]}
         self.log.validation(record, timing)
         log.info("validation step %d epoch %d: loss %.3f ppl %.2f BLEU %.2f chrF %.2f lr %.2g%s", p.step, p.epoch,
                  record["loss"], record["ppl"], bleu, record["chrf"], record["lr"],

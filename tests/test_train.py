@@ -117,3 +117,16 @@ def test_non_finite_losses_are_skipped_then_stop_training(tmp_path: Path, monkey
     assert saved["progress"]["step"] == 8  # saved at step 8: skipped steps leave the weights untouched
     for name, value in saved["model"].items():
         assert torch.isfinite(value).all(), name
+
+
+def test_wall_time_is_counted_once_across_saves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saving must not add the elapsed time again (train.max_minutes once stopped runs at half time)."""
+    import seq2seq.trainer as trainer_module
+
+    clock = iter(float(i) for i in range(10**6))  # every call to the clock: one more second
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
+    trainer, run_dir = train_toy(tmp_path, "train.max_steps=6", "train.save_every_steps=1")
+    timing = [json.loads(line) for line in (run_dir / "timing.jsonl").read_text().splitlines()]
+    calls = next(clock)
+    assert 0 < timing[-1]["elapsed_s"] < calls  # a double count would exceed the number of clock calls
+    assert torch.load(run_dir / "last.pt", weights_only=True)["progress"]["elapsed_s"] < calls
