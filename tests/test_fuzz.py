@@ -6,7 +6,8 @@ import gzip
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seq2seq.data import filter_pairs, read_parallel
@@ -57,3 +58,33 @@ def test_filter_keeps_exactly_the_usable_pairs(pairs: list[tuple[list[int], list
         assert not usable
     else:
         assert [e.index for e in kept] == usable
+
+
+# ---- the translator with arbitrary unicode ---------------------------------------------------------
+
+ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+@pytest.fixture(scope="module")
+def translator(toy_run: Path):
+    from seq2seq.translator import Translator
+
+    return Translator.from_checkpoint(toy_run / "best.pt", device="cpu")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(ANY_TEXT, min_size=1, max_size=6))
+def test_translator_gives_one_line_per_input_for_any_unicode(translator, lines: list[str]) -> None:
+    out = translator.translate(lines, beam_size=2)
+    assert len(out) == len(lines)
+    for source, target in zip(lines, out):
+        assert "\n" not in target and "\r" not in target
+        if not source.strip():
+            assert target == ""
+
+
+def test_translations_do_not_depend_on_input_order(translator) -> None:
+    lines = ["a b c d", "t s r", "e f g h i j k", "b", "m n o p q r s t a b"]
+    forward = translator.translate(lines, beam_size=3)
+    backward = translator.translate(lines[::-1], beam_size=3)
+    assert forward == backward[::-1]

@@ -130,3 +130,19 @@ def test_wall_time_is_counted_once_across_saves(tmp_path: Path, monkeypatch: pyt
     calls = next(clock)
     assert 0 < timing[-1]["elapsed_s"] < calls  # a double count would exceed the number of clock calls
     assert torch.load(run_dir / "last.pt", weights_only=True)["progress"]["elapsed_s"] < calls
+
+
+def test_out_of_memory_names_the_batch_and_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seq2seq.data import load_corpus
+    from seq2seq.trainer import Trainer, TrainingStopped
+
+    cfg = toy_config(tmp_path)
+    trainer = Trainer(cfg, load_corpus(cfg.data), tmp_path)
+
+    def no_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(trainer, "net", no_memory)
+    batch = trainer.plan.batch(trainer.plan.epoch(1)[0])
+    with pytest.raises(TrainingStopped, match=r"out of memory on a batch of \d+ sentences.*lower train.batch_tokens"):
+        trainer.train_step(batch)
