@@ -22,18 +22,23 @@ from pathlib import Path
 
 import torch
 
+from seq2seq import cpu
 from seq2seq.config import Config, ModelConfig, compose
 
 
-def gemm_peak(threads: int, n: int = 2048, repeats: int = 10) -> float:
-    """Achieved fp32 GFLOP/s of a large square matmul: the practical peak of this CPU."""
+def gemm_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 2.0) -> float:
+    """Achieved fp32 GFLOP/s of large square matmuls, the best size: the practical peak of this CPU."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for n in sizes:
+        a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+        torch.mm(a, b, out=c)  # warm-up
+        repeats, elapsed, start = 0, 0.0, time.perf_counter()
+        while elapsed < seconds / len(sizes) or repeats < 2:
+            torch.mm(a, b, out=c)
+            repeats, elapsed = repeats + 1, time.perf_counter() - start
+        best = max(best, 2 * n**3 * repeats / elapsed / 1e9)
+    return best
 
 
 def forward_flops(m: ModelConfig, v: int, b: int, s: int, t: int) -> float:
@@ -68,7 +73,7 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
     from seq2seq.data import BatchPlan, load_corpus
     from seq2seq.trainer import Trainer
 
-    torch.set_num_threads(cfg.threads or 2)
+    cpu.setup(cfg.threads or 2)
     corpus = load_corpus(cfg.data)
     trainer = Trainer(cfg, corpus, run_dir=Path("/tmp"))  # train_step writes nothing
     plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
@@ -96,7 +101,7 @@ def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int
     from seq2seq.data import read_parallel
     from seq2seq.evaluate import score, translate_ids
 
-    torch.set_num_threads(cfg.threads or 2)
+    cpu.setup(cfg.threads or 2)
     if checkpoint:
         model, tok, ckpt_cfg = load_model(checkpoint)
         data = ckpt_cfg.data

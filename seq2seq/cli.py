@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from seq2seq import cpu
 from seq2seq.config import Config, EvaluateConfig, TranslateConfig, register_configs, to_dataclass
 from seq2seq.errors import Seq2SeqError
 
@@ -72,8 +72,7 @@ def _train(dcfg: DictConfig) -> None:
     from seq2seq.trainer import Trainer
 
     cfg: Config = to_dataclass(dcfg, Config)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cpu.setup(cfg.threads)
     distributed.init(distributed.resolve_device(cfg.device))  # under torchrun: join the process group
     try:
         # rank 0's directory for all ranks (the default hydra.run.dir holds a time that may differ)
@@ -117,8 +116,7 @@ def _job_config(dcfg: DictConfig, schema: type) -> Any:
         raise ConfigError("no checkpoint given: pass checkpoint=PATH, the best.pt (or last.pt) of a "
                           "seq2seq-train run directory")
     cfg = to_dataclass(dcfg, schema)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cpu.setup(cfg.threads)
     return cfg
 
 

@@ -142,9 +142,9 @@ class BahdanauDecoder(Decoder):
     def recur(self, emb, x, enc, state):
         hiddens, contexts, weights = [], [], []
         hidden, cell = state.hidden, state.cell
-        for t in range(x.size(1)):
+        for x_t in x.unbind(1):  # unbind, not x[:, t]: its backward is one stack, not T zero-filled (B, T, G)
             context, w = self.attention(hidden[-1], enc.keys, enc.memory, enc.mask)  # (B, Hm), (B, S)
-            hidden, cell = self.cell.step(x[:, t], context, hidden, cell)
+            hidden, cell = self.cell.step(x_t, context, hidden, cell)
             hiddens.append(hidden[-1])
             contexts.append(context)
             weights.append(w)
@@ -172,8 +172,8 @@ class LuongDecoder(Decoder):
     def recur(self, emb, x, enc, state):
         outputs, weights = [], []
         hidden, cell, feed = state
-        for t in range(x.size(1)):
-            hidden, cell = self.cell.step(x[:, t], feed, hidden, cell)
+        for x_t in x.unbind(1):  # see BahdanauDecoder.recur
+            hidden, cell = self.cell.step(x_t, feed, hidden, cell)
             context, w = self.attention(hidden[-1], enc.keys, enc.memory, enc.mask)  # (B, Hm), (B, S)
             feed = self.dropout(torch.tanh(self.w_c(torch.cat([context, hidden[-1]], -1))))  # (B, H) h~_t
             outputs.append(feed)
@@ -190,8 +190,8 @@ class PlainDecoder(Decoder):
     def recur(self, emb, x, enc, state):
         outputs = []
         hidden, cell = state.hidden, state.cell
-        for t in range(x.size(1)):
-            hidden, cell = self.cell.step(x[:, t], None, hidden, cell)
+        for x_t in x.unbind(1):  # see BahdanauDecoder.recur
+            hidden, cell = self.cell.step(x_t, None, hidden, cell)
             outputs.append(hidden[-1])
         b, t, s = x.size(0), x.size(1), enc.memory.size(1)
         return torch.stack(outputs, 1), x.new_zeros(b, t, s), DecoderState(hidden, cell, None)

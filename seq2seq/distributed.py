@@ -33,12 +33,19 @@ def local_rank() -> int:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``; under torchrun ``cuda`` means cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", env_world_size()))  # processes on this machine
+    if name == "auto":  # a GPU per process, or the CPU for all
+        name = "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= per_machine else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda but no CUDA GPU is available here; use device=cpu or device=auto")
-        return torch.device("cuda", local_rank() if env_world_size() > 1 else torch.cuda.current_device())
+        if env_world_size() <= 1:
+            return torch.device("cuda", torch.cuda.current_device())
+        if local_rank() >= torch.cuda.device_count():
+            raise ConfigError(f"process LOCAL_RANK={local_rank()} needs cuda:{local_rank()} but this machine has "
+                              f"{torch.cuda.device_count()} GPU(s); start at most that many processes per "
+                              "machine (torchrun --nproc_per_node) or use device=cpu")
+        return torch.device("cuda", local_rank())
     return torch.device(name)
 
 

@@ -16,8 +16,9 @@ torch.set_num_threads(int(os.environ.get("SEQ2SEQ_TEST_THREADS", "2")))  # fixed
 
 
 def toy_config(tmp: Path, *overrides: str) -> Config:
-    """experiment=toy with data, cache and nothing else under ``tmp``."""
-    return compose(["experiment=toy", f"data.dir={tmp / 'data'}", f"data.cache_dir={tmp / 'cache'}", *overrides])
+    """experiment=toy on the CPU (the numbers tests check were calibrated there), files under ``tmp``."""
+    return compose(["experiment=toy", "device=cpu", f"data.dir={tmp / 'data'}", f"data.cache_dir={tmp / 'cache'}",
+                    *overrides])
 
 
 def train_toy(tmp: Path, *overrides: str) -> tuple[Trainer, Path]:

@@ -123,7 +123,7 @@ def test_device_and_precision_are_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             toy_trainer(tmp_path, "device=cuda")
         with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
-            toy_trainer(tmp_path, "train.precision=fp16")  # device=auto resolved to the CPU
+            toy_trainer(tmp_path, "device=auto", "train.precision=fp16")  # auto resolved to the CPU
 
 
 def test_shards_are_disjoint_equal_and_cover_whole_rounds() -> None:
@@ -131,6 +131,19 @@ def test_shards_are_disjoint_equal_and_cover_whole_rounds() -> None:
     shards = [distributed.shard(batches, rank, 3) for rank in range(3)]
     assert shards == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
     assert distributed.shard(batches, 0, 1) == batches
+
+
+def test_auto_device_gives_every_process_its_own_gpu_or_uses_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.resolve_device("auto") == torch.device("cpu")  # 2 processes, 1 GPU: share the CPU
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK=1 needs cuda:1 but this machine has 1 GPU\(s\)"):
+        distributed.resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.resolve_device("auto") == torch.device("cuda", 1)
 
 
 def test_single_process_trainer_moves_batches_to_its_device(tmp_path: Path) -> None:
@@ -144,7 +157,7 @@ def test_torchrun_two_processes_end_to_end(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
             "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "seq2seq.train",
-            "experiment=toy", "train.max_steps=6", "train.valid_every_steps=3", "threads=1",
+            "experiment=toy", "device=cpu", "train.max_steps=6", "train.valid_every_steps=3", "threads=1",
             f"data.dir={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)

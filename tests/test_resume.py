@@ -30,10 +30,17 @@ def assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[name], b[name]), name
 
 
-def test_ctrl_c_saves_and_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    reference, ref_dir = train_toy(tmp_path / "ref", *STEPS)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = [("device=cpu",), pytest.param(("device=cuda",), marks=CUDA),
+           pytest.param(("device=cuda", "train.precision=fp16"), marks=CUDA)]  # fp16: the scaler's state too
 
-    cfg = toy_config(tmp_path / "cut", *STEPS)
+
+@pytest.mark.parametrize("device", DEVICES, ids=lambda d: "-".join(o.split("=")[1] for o in d))
+def test_ctrl_c_saves_and_resume_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          device: tuple[str, ...]) -> None:
+    reference, ref_dir = train_toy(tmp_path / "ref", *STEPS, *device)
+
+    cfg = toy_config(tmp_path / "cut", *STEPS, *device)
     run_dir = tmp_path / "cut" / "run"
     run_dir.mkdir(parents=True)
     trainer = Trainer(cfg, load_corpus(cfg.data), run_dir)

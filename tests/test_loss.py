@@ -1,0 +1,36 @@
+"""The training loss equals PyTorch's label-smoothed cross-entropy, value and gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seq2seq.loss import token_loss
+from seq2seq.tokenizer import PAD
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_loss_and_gradient_equal_cross_entropy(eps: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 7, 50, generator=gen, dtype=torch.float64) * 3
+    target = torch.randint(4, 50, (4, 7), generator=gen)
+    target[0, 5:] = PAD  # padded positions add nothing, and get no gradient
+    target[2, 1:] = PAD
+    ours = logits.clone().requires_grad_()
+    ref = logits.clone().requires_grad_()
+    loss = token_loss(ours, target, eps)
+    expected = F.cross_entropy(ref.flatten(0, 1), target.flatten(), ignore_index=PAD, label_smoothing=eps,
+                               reduction="sum")
+    torch.testing.assert_close(loss, expected)
+    (loss * 0.7).backward()
+    (expected * 0.7).backward()
+    torch.testing.assert_close(ours.grad, ref.grad)
+    assert ours.grad[0, 5:].abs().sum() == 0 and ours.grad[2, 1:].abs().sum() == 0
+
+
+def test_loss_of_an_all_pad_batch_is_zero() -> None:
+    logits = torch.randn(2, 3, 10, requires_grad=True)
+    loss = token_loss(logits, torch.full((2, 3), PAD), 0.1)
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad.abs().sum() == 0
