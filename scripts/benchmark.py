@@ -3,6 +3,7 @@
     python scripts/benchmark.py                              # experiment=joeynmt_reference on Multi30k en-de
     python scripts/benchmark.py --checkpoint runs/x/best.pt  # decode with a trained model (realistic lengths)
     python scripts/benchmark.py --quick                      # about a minute; used by the tests
+    python scripts/benchmark.py --train-only --steps 60      # training throughput alone
     python scripts/benchmark.py -- model/attention=bahdanau  # any seq2seq-train overrides after --
 
 Each phase runs in its own process so that its peak resident memory is its own. Prints a table and,
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-only", action="store_true", help="skip decoding (to time one training change)")
     parser.add_argument("overrides", nargs="*", help="seq2seq-train overrides (default experiment=joeynmt_reference)")
     args = parser.parse_args()
     overrides = args.overrides or ["experiment=joeynmt_reference"]
@@ -150,7 +152,7 @@ def main() -> None:
     steps, warmup, sentences = (3, 1, 40) if args.quick else (args.steps, args.warmup, args.sentences)
     result = {"overrides": overrides, "threads": args.threads, "gemm_peak_gflops": gemm_peak(args.threads)}
     result |= run_phase(_train_phase, cfg, warmup, steps)
-    for beam in (1, 5):
+    for beam in () if args.train_only else (1, 5):
         result |= run_phase(_decode_phase, cfg, args.checkpoint, sentences, beam)
     result["train_fraction_of_gemm_peak"] = result["train_gflops_per_s"] / result["gemm_peak_gflops"]
     width = max(map(len, result))

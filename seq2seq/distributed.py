@@ -9,6 +9,7 @@ torchrun's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MA
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import torch.distributed as dist
 from seq2seq.errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 TIMEOUT = datetime.timedelta(hours=2)  # other ranks wait while rank 0 validates a large corpus
 
 
@@ -33,9 +35,14 @@ def local_rank() -> int:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``; under torchrun ``cuda`` means cuda:LOCAL_RANK."""
-    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", env_world_size()))  # processes on this machine
     if name == "auto":  # a GPU per process, or the CPU for all
-        name = "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= per_machine else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine
+        if name == "cuda" and torch.cuda.device_count() < per_machine:
+            log.warning("%d processes on this machine but %d GPU(s): device=auto trains on the CPU; start at most "
+                        "%d processes per machine to use the GPUs", per_machine, torch.cuda.device_count(),
+                        torch.cuda.device_count())
+            name = "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda but no CUDA GPU is available here; use device=cpu or device=auto")

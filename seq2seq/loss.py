@@ -3,7 +3,8 @@
 It equals ``F.cross_entropy(..., ignore_index=PAD, label_smoothing=eps, reduction="sum")`` and its
 gradient, but its backward is the closed form softmax(z) - q (q the smoothed target distribution)
 in one pass over the (N, V) logits, where autograd's runs nll_loss's and log_softmax's backward
-kernels: on the CPU that made the loss's backward ~4x faster (about 5% of a training step).
+kernels: on a (1472, 8000) batch, forward + backward 37 -> 19 ms without label smoothing (where
+PyTorch takes a slow path), the same as PyTorch's 21 ms with it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from seq2seq.tokenizer import PAD
 
@@ -29,6 +31,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         return per_token.masked_fill(~keep, 0.0).sum()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         log_probs, target, keep = ctx.saved_tensors
         weight = (keep.to(log_probs.dtype) * grad).unsqueeze(1)  # (N, 1): 0 for PAD rows

@@ -84,12 +84,16 @@ class Trainer:
         check_resumable(payload, self.cfg, path)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        for group in self.optimizer.param_groups:  # checkpoints from before fused Adam stay fast
+            group["fused"], group["foreach"] = True, None
         self.scheduler.load_state_dict(payload["scheduler"])
         self.progress = Progress(**payload["progress"])
         self._start = time.monotonic()  # elapsed() = time before the resume + time since
         torch.set_rng_state(payload["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in payload["rng"]:  # GPU dropout masks continue too
             torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
+        elif self.device.type == "cuda":
+            log.info("%s was written on the CPU: GPU dropout masks start afresh (not an exact resume)", path)
         if self.scaler is not None and "scaler" in payload:
             self.scaler.load_state_dict(payload["scaler"])
         python_state = payload["rng"]["python"]

@@ -55,7 +55,10 @@ def test_ctrl_c_saves_and_resume_is_exact(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
     monkeypatch.setattr(Trainer, "train_step", original)
-    assert load_checkpoint(run_dir / "last.pt")["progress"]["step"] == 17
+    saved = load_checkpoint(run_dir / "last.pt")
+    assert saved["progress"]["step"] == 17
+    assert ("scaler" in saved) == ("train.precision=fp16" in device)
+    assert ("cuda" in saved["rng"]) == ("device=cuda" in device)
 
     resumed = Trainer(cfg, load_corpus(cfg.data), run_dir)
     resumed.resume(run_dir / "last.pt")
