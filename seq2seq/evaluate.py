@@ -11,12 +11,12 @@ from typing import Any
 
 import sacrebleu
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from seq2seq.config import DataConfig, DecodeConfig, EvaluateConfig
 from seq2seq.data import Example, collate, corpus_path, make_batches, pad, read_lines
 from seq2seq.errors import DataError
+from seq2seq.loss import token_loss
 from seq2seq.model import Seq2Seq
 from seq2seq.search import SearchResult, beam_search, greedy_search
 from seq2seq.tokenizer import BOS, PAD
@@ -88,8 +88,7 @@ def validation_loss(model: Seq2Seq, examples: Sequence[Example], batch_tokens: i
     for positions in make_batches(examples, batch_tokens):
         batch = collate([examples[i] for i in positions])
         logits, _ = model(batch.src.to(device), batch.src_lens.to(device), batch.tgt_in.to(device))  # (B, T, V)
-        total += float(F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.to(device).flatten(),
-                                       ignore_index=PAD, reduction="sum"))
+        total += float(token_loss(logits, batch.tgt_out.to(device), 0.0))
         tokens += batch.n_tgt_tokens
     return total / max(1, tokens)
 

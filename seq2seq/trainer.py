@@ -251,15 +251,15 @@ class Trainer:
         log.info("finished at step %d: best validation BLEU %.2f (best.pt)", p.step, p.best_bleu)
         return p
 
-    def step_groups(self) -> list[list[list[int]]]:
-        """The rest of this epoch for this rank: groups of ``train.accumulate`` batches, one per step.
+    def step_groups(self, batches: list[list[int]]) -> list[list[list[int]]]:
+        """The rest of this epoch (``batches``: all of it) for this rank: groups of ``train.accumulate``
+        batches, one per step.
 
         The epoch's batch list is built exactly as in a single process, then sharded (global batch i to
         rank i % world); step k of the epoch trains on global batches k*A*W .. (k+1)*A*W - 1, so
         ``batch_in_epoch`` (global) / world is this rank's position in its shard. The last step of an
         epoch may have fewer than A batches.
         """
-        batches = self.plan.epoch(self.progress.epoch)
         mine = distributed.shard(batches, self.rank, self.world)[self.progress.batch_in_epoch // self.world:]
         a = self.cfg.train.accumulate
         return [mine[i:i + a] for i in range(0, len(mine), a)]
@@ -267,11 +267,11 @@ class Trainer:
     def _run_epoch(self) -> bool:
         """The rest of the current epoch, then validation; True when training should stop."""
         p, t = self.progress, self.cfg.train
+        batches = self.plan.epoch(p.epoch)
         if p.batch_in_epoch == 0:
-            batches = self.plan.epoch(p.epoch)
             log.info("epoch %d: %d batches, %.1f%% padding", p.epoch, len(batches),
                      100 * padding_fraction(self.plan.examples, batches))
-        groups = self.step_groups()
+        groups = self.step_groups(batches)
         bar = tqdm(total=p.batch_in_epoch + self.world * sum(map(len, groups)), initial=p.batch_in_epoch,
                    desc=f"epoch {p.epoch}", unit="batch", dynamic_ncols=True, leave=False, mininterval=1.0,
                    disable=None if distributed.is_main() else True)  # no bar unless rank 0 on a terminal
