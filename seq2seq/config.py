@@ -16,6 +16,7 @@ ATTENTIONS = ("bahdanau", "luong_dot", "luong_general", "luong_concat", "none")
 CELLS = ("gru", "lstm")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("cosine", "plateau")
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -112,7 +113,8 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam with gradient clipping and a learning rate halved on a validation-BLEU plateau."""
+    """Adam with gradient clipping; the rate follows a cosine over the training budget, or is halved on a
+    validation-BLEU plateau."""
 
     lr: float = 2e-3
     beta1: float = 0.9
@@ -120,11 +122,13 @@ class OptimConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
-    lr_decay: float = 0.5
-    lr_patience: int = 1  # validations without BLEU gain before the rate is multiplied by lr_decay
+    schedule: str = "cosine"  # cosine: lr -> min_lr over the budget (train.max_*) | plateau: lr_decay on stalls
+    lr_decay: float = 0.5  # plateau only
+    lr_patience: int = 1  # plateau only: validations without BLEU gain before the rate is multiplied by lr_decay
     min_lr: float = 1e-5
 
     def __post_init__(self) -> None:
+        _choice("optim.schedule", self.schedule, SCHEDULES)
         _positive("optim.lr", self.lr)
         _positive("optim.clip_norm", self.clip_norm, allow_zero=True)
         if not 0.0 <= self.label_smoothing < 1.0:

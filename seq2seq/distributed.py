@@ -116,13 +116,13 @@ def sum_tensor(value: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
-    """Rank 0's ``flag`` on every rank: all ranks stop together."""
+def broadcast_float(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (its clock: every rank stops and schedules by the same time)."""
     if world_size() == 1:
-        return flag
-    value = torch.tensor(int(flag), dtype=torch.long, device=device)
-    dist.broadcast(value, src=0)
-    return bool(value)
+        return value
+    tensor = torch.tensor(value, dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor)
 
 
 def broadcast_object(value: Any) -> Any:

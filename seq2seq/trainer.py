@@ -57,6 +57,8 @@ class Trainer:
         self.progress = Progress()
         self.log = RunLog(self.run_dir, enabled=distributed.is_main())
         self._start = time.monotonic()
+        self._clock_s = 0.0  # rank 0's elapsed() at the last step (train.max_minutes only)
+        self._epoch_batches = 1  # batches in the current epoch (all ranks)
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -199,7 +201,8 @@ class Trainer:
         """Rank 0 measures; every rank updates the schedule and early-stopping state; rank 0 saves best.pt."""
         record, bleu = distributed.broadcast_object(self.measure() if distributed.is_main() else None)
         p = self.progress
-        self.scheduler.step(bleu)
+        if self.cfg.optim.schedule == "plateau":
+            self.scheduler.step(bleu)
         improved = bleu > p.best_bleu
         if improved:
             p.best_bleu, p.bad_validations = bleu, 0
@@ -223,12 +226,33 @@ class Trainer:
     def limit_reached(self) -> str | None:
         """The step or time limit that ends training; rank 0's clock decides for every rank."""
         t, p = self.cfg.train, self.progress
+        if t.max_minutes is not None:
+            self._clock_s = distributed.broadcast_float(self.elapsed(), self.device)
         if t.max_steps is not None and p.step >= t.max_steps:
             return f"train.max_steps={t.max_steps} reached"
-        timed_out = t.max_minutes is not None and self.elapsed() >= 60 * t.max_minutes
-        if t.max_minutes is not None and distributed.broadcast_flag(timed_out, self.device):
+        if t.max_minutes is not None and self._clock_s >= 60 * t.max_minutes:
             return f"train.max_minutes={t.max_minutes} reached"
         return None
+
+    def budget_used(self) -> float:
+        """How far training is through the first of its budgets to run out (train.max_steps, max_minutes,
+        max_epochs), 0 to 1. With max_minutes it follows rank 0's clock, so runs differ a little."""
+        t, p = self.cfg.train, self.progress
+        used = (p.epoch - 1 + p.batch_in_epoch / max(1, self._epoch_batches)) / t.max_epochs
+        if t.max_steps is not None:
+            used = max(used, p.step / t.max_steps)
+        if t.max_minutes is not None:
+            used = max(used, self._clock_s / (60 * t.max_minutes))
+        return min(1.0, used)
+
+    def _schedule(self) -> None:
+        """optim.schedule=cosine: the rate for the next step, from optim.lr down to optim.min_lr at the end
+        of the budget (large steps early, small ones to settle at the end; Loshchilov & Hutter 2017)."""
+        o = self.cfg.optim
+        if o.schedule == "cosine":
+            lr = o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * self.budget_used()))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
 
     def run(self) -> Progress:
         """Train until a limit or early stopping; validates and saves at the end. Ctrl-C saves last.pt."""
@@ -268,6 +292,7 @@ class Trainer:
         """The rest of the current epoch, then validation; True when training should stop."""
         p, t = self.progress, self.cfg.train
         batches = self.plan.epoch(p.epoch)
+        self._epoch_batches = len(batches)
         if p.batch_in_epoch == 0:
             log.info("epoch %d: %d batches, %.1f%% padding", p.epoch, len(batches),
                      100 * padding_fraction(self.plan.examples, batches))
@@ -299,6 +324,7 @@ class Trainer:
         """Periodic validation / saving inside the epoch, and the step and time limits."""
         p, t = self.progress, self.cfg.train
         reason = self.limit_reached()
+        self._schedule()
         if reason:
             log.info("%s: validating and saving", reason)
             self._validate_round()
