@@ -8,7 +8,9 @@
 set -uo pipefail
 OUT=${1:-runs/tune_gpu}
 STEPS=${STEPS:-2900}
-TRAIN="python3 -m seq2seq.train device=cuda threads=1 train.save_every_steps=100000"
+# optim.schedule=plateau: README's tuning table was measured with it (SCHEDULE=cosine for today's default)
+TRAIN="python3 -m seq2seq.train device=cuda threads=1 train.save_every_steps=100000 train.max_minutes=null \
+  optim.schedule=${SCHEDULE:-plateau}"
 export OMP_NUM_THREADS=1 TQDM_DISABLE=1
 run() {  # run NAME OVERRIDES...: its own run directory and tokenizer cache (runs in parallel)
   local name=$1; shift

@@ -130,6 +130,9 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _choice("optim.schedule", self.schedule, SCHEDULES)
         _positive("optim.lr", self.lr)
+        _positive("optim.min_lr", self.min_lr, allow_zero=True)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"optim.min_lr ({self.min_lr}) must not exceed optim.lr ({self.lr}); lower optim.min_lr")
         _positive("optim.clip_norm", self.clip_norm, allow_zero=True)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
@@ -143,7 +146,7 @@ class TrainConfig:
 
     max_epochs: int = 30
     max_steps: int | None = None
-    max_minutes: float | None = None
+    max_minutes: float | None = 60.0  # wall time (validation included); the default: a laptop hour
     batch_tokens: int = 3000  # padded tokens per batch (the longer side)
     batch_sentences: int | None = None  # if set, batches of this many sentences instead (JoeyNMT style)
     valid_every_steps: int | None = None  # besides the end of every epoch

@@ -26,7 +26,8 @@ from seq2seq.evaluate import score, translate_ids, validation_loss
 from seq2seq.loss import token_loss
 from seq2seq.metrics import RunLog
 from seq2seq.model import Seq2Seq
-from seq2seq.progress import Progress, TrainingStopped, check_resumable, seed_everything
+from seq2seq.progress import (Progress, TrainingStopped, budget_used, check_resumable, cosine_rate,
+                               seed_everything)
 
 __all__ = ["Progress", "Trainer", "TrainingStopped", "check_resumable", "token_loss"]
 
@@ -91,6 +92,7 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         self.progress = Progress(**payload["progress"])
         self._start = time.monotonic()  # elapsed() = time before the resume + time since
+        self._clock_s = self.progress.elapsed_s
         torch.set_rng_state(payload["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in payload["rng"]:  # GPU dropout masks continue too
             torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
@@ -234,25 +236,13 @@ class Trainer:
             return f"train.max_minutes={t.max_minutes} reached"
         return None
 
-    def budget_used(self) -> float:
-        """How far training is through the first of its budgets to run out (train.max_steps, max_minutes,
-        max_epochs), 0 to 1. With max_minutes it follows rank 0's clock, so runs differ a little."""
-        t, p = self.cfg.train, self.progress
-        used = (p.epoch - 1 + p.batch_in_epoch / max(1, self._epoch_batches)) / t.max_epochs
-        if t.max_steps is not None:
-            used = max(used, p.step / t.max_steps)
-        if t.max_minutes is not None:
-            used = max(used, self._clock_s / (60 * t.max_minutes))
-        return min(1.0, used)
-
     def _schedule(self) -> None:
-        """optim.schedule=cosine: the rate for the next step, from optim.lr down to optim.min_lr at the end
-        of the budget (large steps early, small ones to settle at the end; Loshchilov & Hutter 2017)."""
+        """optim.schedule=cosine: the rate of the next step, from where the run is (so a resume continues it)."""
         o = self.cfg.optim
         if o.schedule == "cosine":
-            lr = o.min_lr + (o.lr - o.min_lr) * 0.5 * (1 + math.cos(math.pi * self.budget_used()))
+            used = budget_used(self.cfg.train, self.progress, self._epoch_batches, self._clock_s)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = cosine_rate(o.lr, o.min_lr, used)
 
     def run(self) -> Progress:
         """Train until a limit or early stopping; validates and saves at the end. Ctrl-C saves last.pt."""
@@ -292,7 +282,7 @@ class Trainer:
         """The rest of the current epoch, then validation; True when training should stop."""
         p, t = self.progress, self.cfg.train
         batches = self.plan.epoch(p.epoch)
-        self._epoch_batches = len(batches)
+        self._epoch_batches = len(batches) - len(batches) % self.world  # what the ranks train on together
         if p.batch_in_epoch == 0:
             log.info("epoch %d: %d batches, %.1f%% padding", p.epoch, len(batches),
                      100 * padding_fraction(self.plan.examples, batches))
@@ -302,6 +292,7 @@ class Trainer:
                    disable=None if distributed.is_main() else True)  # no bar unless rank 0 on a terminal
         window_tokens, window_start = 0, time.monotonic()
         for group in groups:
+            self._schedule()
             step_start, tokens_before = time.monotonic(), p.tokens
             loss = self.train_step(*(self.plan.batch(positions) for positions in group))
             p.train_s += time.monotonic() - step_start
@@ -324,7 +315,6 @@ class Trainer:
         """Periodic validation / saving inside the epoch, and the step and time limits."""
         p, t = self.progress, self.cfg.train
         reason = self.limit_reached()
-        self._schedule()
         if reason:
             log.info("%s: validating and saving", reason)
             self._validate_round()

@@ -66,6 +66,8 @@ def test_bad_overrides_fail_naming_the_key(override: str, expected: str) -> None
         (["data.spm_type=word"], "bpe, unigram"),
         (["model.tie_embeddings=true", "model/attention=luong_general"], "model.dec_hidden=256"),
         (["decode.nbest=9"], "decode.nbest"),
+        (["optim.schedule=linear"], "cosine, plateau"),
+        (["optim.lr=0.001", "optim.min_lr=0.01"], "optim.min_lr"),
     ],
 )
 def test_cross_field_checks(overrides: list[str], expected: str) -> None:

@@ -158,6 +158,7 @@ def test_torchrun_two_processes_end_to_end(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
             "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "seq2seq.train",
             "experiment=toy", "device=cpu", "train.max_steps=6", "train.valid_every_steps=3", "threads=1",
+            "optim.schedule=cosine", "train.max_minutes=60",  # rank 0's clock reaches rank 1 every step
             f"data.dir={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)

@@ -63,6 +63,71 @@ def test_max_steps_validates_and_saves_and_is_reproducible(tmp_path: Path) -> No
         assert torch.equal(p, q), name
 
 
+def test_the_first_budget_to_run_out_sets_how_much_is_used() -> None:
+    from seq2seq.config import TrainConfig
+    from seq2seq.progress import Progress, budget_used
+
+    t = TrainConfig(max_epochs=4, max_steps=100, max_minutes=10)
+    assert budget_used(t, Progress(), 10, 0.0) == 0.0
+    assert budget_used(t, Progress(epoch=2, batch_in_epoch=5, step=15), 10, 60.0) == 1.5 / 4  # epochs lead
+    assert budget_used(t, Progress(epoch=2, batch_in_epoch=5, step=50), 10, 60.0) == 0.5  # steps lead
+    assert budget_used(t, Progress(epoch=2, batch_in_epoch=5, step=50), 10, 480.0) == 0.8  # the clock leads
+    assert budget_used(t, Progress(step=150), 10, 0.0) == 1.0  # spent: never more than all of it
+    assert budget_used(TrainConfig(max_epochs=4, max_minutes=None), Progress(step=10**6), 10, 10**6) == 0.0
+
+
+def test_cosine_rate_falls_from_peak_to_floor() -> None:
+    from seq2seq.progress import cosine_rate
+
+    assert cosine_rate(0.01, 0.001, 0.0) == pytest.approx(0.01)
+    assert cosine_rate(0.01, 0.001, 0.5) == pytest.approx(0.0055)
+    assert cosine_rate(0.01, 0.001, 1.0) == pytest.approx(0.001)
+    rates = [cosine_rate(0.01, 0.001, i / 10) for i in range(11)]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_trained_cosine_rates_follow_the_steps_and_resume_where_they_were(tmp_path: Path) -> None:
+    from seq2seq.progress import cosine_rate
+
+    _, run_dir = train_toy(tmp_path, "optim.schedule=cosine", "train.max_steps=12", "train.valid_every_steps=4",
+                           "optim.min_lr=0.0001")
+    rates = [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # each validation records the rate of the step before it: step k trains with (k - 1) / 12 of the budget
+    # used (the epoch budget, 10 epochs of 55 batches, is further behind)
+    assert rates == pytest.approx([cosine_rate(0.002, 0.0001, (k - 1) / 12) for k in (4, 8, 12)])
+
+
+def test_cosine_rates_follow_the_clock_under_a_time_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import seq2seq.trainer as trainer_module
+
+    clock = iter(float(i) for i in range(10**6))  # every call to the clock: one more second
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
+    trainer, run_dir = train_toy(tmp_path, "optim.schedule=cosine", "train.max_minutes=1", "train.valid_every_steps=2")
+    p = trainer.progress
+    assert p.epoch == 1 and 2 < p.step < 55  # stopped by the 60 fake seconds, well inside the first epoch
+    rates = [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
+    # the epoch budget alone (under 55 of 550 batches) would keep the rate above 0.97 lr: the clock leads
+    assert rates[-1] < 0.5 * trainer.cfg.optim.lr
+
+
+def test_plateau_rates_drop_only_when_bleu_stalls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from seq2seq.trainer import Trainer
+
+    measure = Trainer.measure
+
+    def flat_bleu(self: Trainer) -> tuple[dict, float]:
+        record, _ = measure(self)
+        return record | {"bleu": 10.0}, 10.0
+
+    monkeypatch.setattr(Trainer, "measure", flat_bleu)
+    trainer, run_dir = train_toy(tmp_path, "optim.schedule=plateau", "optim.lr_patience=1", "optim.lr_decay=0.5",
+                                 "train.max_steps=8", "train.valid_every_steps=2", "train.patience=10")
+    rates = [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rates == [0.002, 0.002, 0.002, 0.001]  # best, 1 stall, 2 stalls (> lr_patience): halved from then on
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.001
+
+
 def test_tokenizer_is_reused_for_the_same_data_and_settings(tmp_path: Path) -> None:
     from seq2seq.data import load_corpus
 
