@@ -91,11 +91,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def usable(n: int, world: int) -> int:
+    """How many of an epoch's ``n`` batches are trained on: cut to a multiple of ``world``, so that every
+    rank takes as many steps."""
+    return n - n % world
+
+
 def shard(batches: Sequence[T], rank: int, world: int) -> list[T]:
-    """This rank's batches: the list cut to a multiple of ``world`` (every rank takes as many steps),
-    then every ``world``-th batch from ``rank``. Global batch ``i`` goes to rank ``i % world``."""
-    usable = len(batches) - len(batches) % world
-    return list(batches[rank:usable:world])
+    """This rank's batches: the first ``usable`` ones, every ``world``-th from ``rank``. Global batch ``i``
+    goes to rank ``i % world``."""
+    return list(batches[rank:usable(len(batches), world):world])
 
 
 def sum_int(value: int, device: torch.device) -> int:

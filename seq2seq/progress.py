@@ -15,7 +15,6 @@ import torch
 from seq2seq.config import Config, TrainConfig, to_dict
 from seq2seq.errors import ConfigError, Seq2SeqError
 
-
 log = logging.getLogger(__name__)
 
 

@@ -26,8 +26,7 @@ from seq2seq.evaluate import score, translate_ids, validation_loss
 from seq2seq.loss import token_loss
 from seq2seq.metrics import RunLog
 from seq2seq.model import Seq2Seq
-from seq2seq.progress import (Progress, TrainingStopped, budget_used, check_resumable, cosine_rate,
-                               seed_everything)
+from seq2seq.progress import Progress, TrainingStopped, budget_used, check_resumable, cosine_rate, seed_everything
 
 __all__ = ["Progress", "Trainer", "TrainingStopped", "check_resumable", "token_loss"]
 
@@ -240,9 +239,10 @@ class Trainer:
         """optim.schedule=cosine: the rate of the next step, from where the run is (so a resume continues it)."""
         o = self.cfg.optim
         if o.schedule == "cosine":
-            used = budget_used(self.cfg.train, self.progress, self._epoch_batches, self._clock_s)
+            lr = cosine_rate(o.lr, o.min_lr, budget_used(self.cfg.train, self.progress, self._epoch_batches,
+                                                         self._clock_s))
             for group in self.optimizer.param_groups:
-                group["lr"] = cosine_rate(o.lr, o.min_lr, used)
+                group["lr"] = lr
 
     def run(self) -> Progress:
         """Train until a limit or early stopping; validates and saves at the end. Ctrl-C saves last.pt."""
@@ -282,7 +282,7 @@ class Trainer:
         """The rest of the current epoch, then validation; True when training should stop."""
         p, t = self.progress, self.cfg.train
         batches = self.plan.epoch(p.epoch)
-        self._epoch_batches = len(batches) - len(batches) % self.world  # what the ranks train on together
+        self._epoch_batches = distributed.usable(len(batches), self.world)  # all ranks together
         if p.batch_in_epoch == 0:
             log.info("epoch %d: %d batches, %.1f%% padding", p.epoch, len(batches),
                      100 * padding_fraction(self.plan.examples, batches))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,21 @@ from seq2seq.checkpoint import load_model
 from seq2seq.data import read_parallel
 from seq2seq.decoder import DecoderState
 from seq2seq.evaluate import translate_ids
+
+
+def metrics(run_dir: Path, key: str) -> list:
+    """``key`` of every validation record in ``run_dir/metrics.jsonl``."""
+    return [json.loads(line)[key] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
+    """The trainer's clock moves one second at every call; next(fake_clock) is the number of calls so far."""
+    import seq2seq.trainer as trainer_module
+
+    clock = iter(float(i) for i in range(10**6))
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
+    return clock
 
 
 def exact_match(run_dir: Path) -> float:
@@ -56,8 +72,7 @@ def test_max_steps_validates_and_saves_and_is_reproducible(tmp_path: Path) -> No
     b, run_b = train_toy(tmp_path / "b", "train.max_steps=12", "train.valid_every_steps=5")
     assert a.progress.step == 12
     assert (run_a / "best.pt").is_file() and (run_a / "last.pt").is_file()
-    steps = [json.loads(line)["step"] for line in (run_a / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [5, 10, 12]
+    assert metrics(run_a, "step") == [5, 10, 12]
     assert (run_a / "metrics.jsonl").read_text() == (run_b / "metrics.jsonl").read_text()
     for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(p, q), name
@@ -86,26 +101,22 @@ def test_cosine_rate_falls_from_peak_to_floor() -> None:
     assert rates == sorted(rates, reverse=True)
 
 
-def test_trained_cosine_rates_follow_the_steps_and_resume_where_they_were(tmp_path: Path) -> None:
+def test_trained_cosine_rates_follow_the_steps(tmp_path: Path) -> None:
     from seq2seq.progress import cosine_rate
 
     _, run_dir = train_toy(tmp_path, "optim.schedule=cosine", "train.max_steps=12", "train.valid_every_steps=4",
                            "optim.min_lr=0.0001")
-    rates = [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = metrics(run_dir, "lr")
     # each validation records the rate of the step before it: step k trains with (k - 1) / 12 of the budget
     # used (the epoch budget, 10 epochs of 55 batches, is further behind)
     assert rates == pytest.approx([cosine_rate(0.002, 0.0001, (k - 1) / 12) for k in (4, 8, 12)])
 
 
-def test_cosine_rates_follow_the_clock_under_a_time_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seq2seq.trainer as trainer_module
-
-    clock = iter(float(i) for i in range(10**6))  # every call to the clock: one more second
-    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
+def test_cosine_rates_follow_the_clock_under_a_time_budget(tmp_path: Path, fake_clock: Iterator[float]) -> None:
     trainer, run_dir = train_toy(tmp_path, "optim.schedule=cosine", "train.max_minutes=1", "train.valid_every_steps=2")
     p = trainer.progress
     assert p.epoch == 1 and 2 < p.step < 55  # stopped by the 60 fake seconds, well inside the first epoch
-    rates = [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = metrics(run_dir, "lr")
     assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
     # the epoch budget alone (under 55 of 550 batches) would keep the rate above 0.97 lr: the clock leads
     assert rates[-1] < 0.5 * trainer.cfg.optim.lr
@@ -123,7 +134,7 @@ def test_plateau_rates_drop_only_when_bleu_stalls(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(Trainer, "measure", flat_bleu)
     trainer, run_dir = train_toy(tmp_path, "optim.schedule=plateau", "optim.lr_patience=1", "optim.lr_decay=0.5",
                                  "train.max_steps=8", "train.valid_every_steps=2", "train.patience=10")
-    rates = [json.loads(line)["lr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = metrics(run_dir, "lr")
     assert rates == [0.002, 0.002, 0.002, 0.001]  # best, 1 stall, 2 stalls (> lr_patience): halved from then on
     assert trainer.optimizer.param_groups[0]["lr"] == 0.001
 
@@ -184,15 +195,11 @@ def test_non_finite_losses_are_skipped_then_stop_training(tmp_path: Path, monkey
         assert torch.isfinite(value).all(), name
 
 
-def test_wall_time_is_counted_once_across_saves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wall_time_is_counted_once_across_saves(tmp_path: Path, fake_clock: Iterator[float]) -> None:
     """Saving must not add the elapsed time again (train.max_minutes once stopped runs at half time)."""
-    import seq2seq.trainer as trainer_module
-
-    clock = iter(float(i) for i in range(10**6))  # every call to the clock: one more second
-    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
     trainer, run_dir = train_toy(tmp_path, "train.max_steps=6", "train.save_every_steps=1")
     timing = [json.loads(line) for line in (run_dir / "timing.jsonl").read_text().splitlines()]
-    calls = next(clock)
+    calls = next(fake_clock)
     assert 0 < timing[-1]["elapsed_s"] < calls  # a double count would exceed the number of clock calls
     assert torch.load(run_dir / "last.pt", weights_only=True)["progress"]["elapsed_s"] < calls
 
