@@ -93,9 +93,10 @@ def test_accumulating_two_batches_equals_one_step_on_their_concatenation(tmp_pat
 
 def test_accumulation_counts_optimizer_steps_and_global_batches(tmp_path: Path) -> None:
     trainer = toy_trainer(tmp_path, "train.accumulate=3", "train.max_steps=2", "train.valid_every_steps=100")
-    n_batches = len(trainer.plan.epoch(1))
-    assert [len(g) for g in trainer.step_groups(trainer.plan.epoch(1))][:2] == [3, 3]
-    assert sum(len(g) for g in trainer.step_groups(trainer.plan.epoch(1))) == n_batches
+    batches = trainer.plan.epoch(1)
+    groups = trainer.step_groups(batches)
+    assert [len(g) for g in groups][:2] == [3, 3]
+    assert sum(len(g) for g in groups) == len(batches)
     trainer.run()
     assert trainer.progress.step == 2 and trainer.progress.batch_in_epoch == 6
 
