@@ -46,6 +46,11 @@ class DataConfig:
     joint_vocab: bool = True
     spm_type: str = "unigram"
     cache_dir: str = ".cache/seq2seq"  # trained SentencePiece models, keyed by data and settings
+    # Subword regularization (Kudo 2018): every epoch re-segments the training pairs by sampling. For unigram
+    # alpha smooths the sampling distribution (smaller = more varied); for bpe it is the merge-dropout rate
+    # (Provilkov et al. 2020). nbest -1 samples from all segmentations. Unset = the one best segmentation.
+    sampling_alpha: float | None = None
+    sampling_nbest: int = -1
 
     def __post_init__(self) -> None:
         _choice("data.spm_type", self.spm_type, ("unigram", "bpe"))
@@ -56,6 +61,12 @@ class DataConfig:
             raise ConfigError(f"data.vocab_size must be at least 8, got {self.vocab_size}")
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"data.src_lang and data.tgt_lang are both {self.src_lang!r}; set two languages")
+        _positive("data.sampling_alpha", self.sampling_alpha)
+        if self.spm_type == "bpe" and self.sampling_alpha is not None and self.sampling_alpha >= 1:
+            raise ConfigError(f"data.sampling_alpha is BPE's merge-dropout rate and must be below 1, got "
+                              f"{self.sampling_alpha}")
+        if self.sampling_nbest == 0 or self.sampling_nbest < -1:
+            raise ConfigError(f"data.sampling_nbest must be -1 (all segmentations) or >= 1, got {self.sampling_nbest}")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -162,13 +162,20 @@ def padding_fraction(examples: Sequence[Example], batches: Sequence[Sequence[int
 
 
 class BatchPlan:
-    """Every epoch's batches, reproducible from (seed, epoch): resuming mid-epoch rebuilds the same plan."""
+    """Every epoch's batches, reproducible from (seed, epoch): resuming mid-epoch rebuilds the same plan.
 
-    def __init__(self, examples: Sequence[Example], batch_tokens: int, batch_sentences: int | None, seed: int) -> None:
-        self.examples, self.seed = examples, seed
+    ``resegment(epoch_seed)``, when given, returns the epoch's examples (a sampled segmentation); the
+    positions in a batch then refer to those.
+    """
+
+    def __init__(self, examples: Sequence[Example], batch_tokens: int, batch_sentences: int | None, seed: int,
+                 resegment: Callable[[int], list[Example]] | None = None) -> None:
+        self.examples, self.seed, self.resegment = examples, seed, resegment
         self.batch_tokens, self.batch_sentences = batch_tokens, batch_sentences
 
     def epoch(self, epoch: int) -> list[list[int]]:
+        if self.resegment is not None:
+            self.examples = self.resegment(self.seed * 1000 + epoch)
         generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         return make_batches(self.examples, self.batch_tokens, self.batch_sentences, generator)
 
@@ -183,6 +190,20 @@ class Corpus(NamedTuple):
     train: list[Example]
     valid: list[Example]
     valid_refs: list[str]  # raw reference lines of the kept validation pairs
+    train_lines: tuple[list[str], list[str]]  # raw source and target lines of the training split
+
+    def resegmenter(self, cfg: DataConfig) -> Callable[[int], list[Example]] | None:
+        """What :class:`BatchPlan` calls each epoch for subword regularization (None when it is off)."""
+        if cfg.sampling_alpha is None:
+            return None
+        alpha, nbest = cfg.sampling_alpha, cfg.sampling_nbest
+
+        def resegment(seed: int) -> list[Example]:
+            src = self.tokenizer.sample("src", self.train_lines[0], alpha, nbest, 2 * seed)
+            tgt = self.tokenizer.sample("tgt", self.train_lines[1], alpha, nbest, 2 * seed + 1)
+            return filter_pairs(src, tgt, cfg.max_len, f"{cfg.dir}/{cfg.train_split} (sampled)")
+
+        return resegment
 
 
 def load_corpus(cfg: DataConfig) -> Corpus:
@@ -201,4 +222,4 @@ def load_corpus(cfg: DataConfig) -> Corpus:
                          f"{cfg.dir}/{cfg.train_split}")
     valid = filter_pairs(tokenizer.encode_src(val_src), tokenizer.encode_tgt(val_tgt), 10**9,
                          f"{cfg.dir}/{cfg.valid_split}")
-    return Corpus(tokenizer, train, valid, [val_tgt[e.index] for e in valid])
+    return Corpus(tokenizer, train, valid, [val_tgt[e.index] for e in valid], (src_lines, tgt_lines))

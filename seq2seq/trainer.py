@@ -53,7 +53,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=o.lr_decay, patience=o.lr_patience, min_lr=o.min_lr)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
-        self.plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
+        self.plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed,
+                              corpus.resegmenter(cfg.data))
         self.progress = Progress()
         self.log = RunLog(self.run_dir, enabled=distributed.is_main())
         self._start = time.monotonic()
