@@ -68,6 +68,9 @@ def test_bad_overrides_fail_naming_the_key(override: str, expected: str) -> None
         (["decode.nbest=9"], "decode.nbest"),
         (["optim.schedule=linear"], "cosine, plateau"),
         (["optim.lr=0.001", "optim.min_lr=0.01"], "optim.min_lr"),
+        (["data.sampling_alpha=0"], "data.sampling_alpha must be > 0"),
+        (["data.spm_type=bpe", "data.sampling_alpha=1.5"], "merge-dropout rate"),
+        (["data.sampling_nbest=0"], "data.sampling_nbest"),
     ],
 )
 def test_cross_field_checks(overrides: list[str], expected: str) -> None:

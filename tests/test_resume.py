@@ -32,6 +32,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = [("device=cpu",), ("device=cpu", "optim.schedule=cosine"),  # cosine: the rate continues where it was
+           ("device=cpu", "data.sampling_alpha=0.1"),  # subword sampling: the epoch's segmentation is rebuilt
            pytest.param(("device=cuda",), marks=CUDA),
            pytest.param(("device=cuda", "train.precision=fp16"), marks=CUDA)]  # fp16: the scaler's state too
 

@@ -151,6 +151,28 @@ def test_tokenizer_is_reused_for_the_same_data_and_settings(tmp_path: Path) -> N
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
+def test_subword_sampling_resegments_every_epoch_reproducibly(tmp_path: Path) -> None:
+    from seq2seq.data import BatchPlan, load_corpus
+
+    cfg = toy_config(tmp_path, "data.sampling_alpha=0.1")
+    corpus = load_corpus(cfg.data)
+    assert load_corpus(toy_config(tmp_path).data).resegmenter(toy_config(tmp_path).data) is None
+    plan = BatchPlan(corpus.train, 500, None, seed=7, resegment=corpus.resegmenter(cfg.data))
+    epochs = {}
+    for epoch in (1, 2, 1):
+        batches = plan.epoch(epoch)
+        assert sorted(i for b in batches for i in b) == list(range(len(plan.examples)))
+        assert epochs.setdefault(epoch, plan.examples) == plan.examples  # the same again for the same epoch
+    assert epochs[1] != epochs[2] and epochs[1] != corpus.train  # sampled, not the one best segmentation
+    tok = corpus.tokenizer
+    assert [e.index for e in epochs[1]] == [e.index for e in corpus.train]
+    for side in ("src", "tgt"):  # only the segmentation changes, never the text
+        best = [getattr(e, side) for e in corpus.train]
+        sampled = [getattr(e, side) for e in epochs[1]]
+        assert [tok.src.decode(s) for s in sampled] == [tok.src.decode(s) for s in best]
+    assert sum(len(e.tgt) for e in epochs[1]) > sum(len(e.tgt) for e in corpus.train)
+
+
 def test_decoder_state_select_reorders_everything() -> None:
     state = DecoderState(torch.arange(6.0).view(1, 3, 2), None, torch.arange(3.0).view(3, 1))
     picked = state.select(torch.tensor([2, 0]))
