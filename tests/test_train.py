@@ -156,7 +156,7 @@ def test_subword_sampling_resegments_every_epoch_reproducibly(tmp_path: Path) ->
 
     cfg = toy_config(tmp_path, "data.sampling_alpha=0.1")
     corpus = load_corpus(cfg.data)
-    assert load_corpus(toy_config(tmp_path).data).resegmenter(toy_config(tmp_path).data) is None
+    assert corpus.resegmenter(toy_config(tmp_path).data) is None  # off unless data.sampling_alpha is set
     plan = BatchPlan(corpus.train, 500, None, seed=7, resegment=corpus.resegmenter(cfg.data))
     epochs = {}
     for epoch in (1, 2, 1):
@@ -166,10 +166,10 @@ def test_subword_sampling_resegments_every_epoch_reproducibly(tmp_path: Path) ->
     assert epochs[1] != epochs[2] and epochs[1] != corpus.train  # sampled, not the one best segmentation
     tok = corpus.tokenizer
     assert [e.index for e in epochs[1]] == [e.index for e in corpus.train]
-    for side in ("src", "tgt"):  # only the segmentation changes, never the text
+    for side, proc in (("src", tok.src), ("tgt", tok.tgt)):  # only the segmentation changes, never the text
         best = [getattr(e, side) for e in corpus.train]
         sampled = [getattr(e, side) for e in epochs[1]]
-        assert [tok.src.decode(s) for s in sampled] == [tok.src.decode(s) for s in best]
+        assert [proc.decode(s) for s in sampled] == [proc.decode(s) for s in best]
     assert sum(len(e.tgt) for e in epochs[1]) > sum(len(e.tgt) for e in corpus.train)
 
 
