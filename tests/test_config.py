@@ -38,6 +38,13 @@ def test_other_groups_compose(group: str) -> None:
         Seq2Seq(cfg.model, 40, 50)
 
 
+def test_joeynmt_reference_trains_like_joeynmt() -> None:
+    """Pinned against changes to our defaults: JoeyNMT's reference has no subword sampling and no tying."""
+    cfg = compose(["experiment=joeynmt_reference"])
+    assert cfg.data.sampling_alpha is None and compose([]).data.sampling_alpha == 0.4
+    assert not cfg.model.tie_embeddings and cfg.model.attention == "luong_concat" and cfg.train.batch_sentences == 64
+
+
 def test_language_pair_by_override() -> None:
     cfg = compose(["data.src_lang=en", "data.tgt_lang=fr"])
     assert (cfg.data.src_lang, cfg.data.tgt_lang, cfg.data.name) == ("en", "fr", "multi30k_en_fr")
