@@ -174,9 +174,10 @@ class BatchPlan:
         self.batch_tokens, self.batch_sentences = batch_tokens, batch_sentences
 
     def epoch(self, epoch: int) -> list[list[int]]:
+        epoch_seed = self.seed * 1000 + epoch
         if self.resegment is not None:
-            self.examples = self.resegment(self.seed * 1000 + epoch)
-        generator = torch.Generator().manual_seed(self.seed * 1000 + epoch)
+            self.examples = self.resegment(epoch_seed)
+        generator = torch.Generator().manual_seed(epoch_seed)
         return make_batches(self.examples, self.batch_tokens, self.batch_sentences, generator)
 
     def batch(self, positions: Sequence[int]) -> Batch:
