@@ -76,17 +76,17 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
 
     cpu.setup(cfg.threads or 2)
     corpus = load_corpus(cfg.data)
-    trainer = Trainer(cfg, corpus, run_dir=Path("/tmp"))  # train_step writes nothing
+    trainer = Trainer(cfg, corpus, run_dir=Path("/tmp"))  # a step writes nothing
     plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
     batches = [plan.batch(p) for p in plan.epoch(1)[: warmup + steps]]
     for batch in batches[:warmup]:
-        trainer.train_step(batch)
+        trainer.step([batch], trainer.progress)
     tgt = src = 0
     flops = 0.0
     v = corpus.tokenizer.tgt_vocab_size
     start = time.perf_counter()
     for batch in batches[warmup:]:
-        trainer.train_step(batch)
+        trainer.step([batch], trainer.progress)
         tgt += batch.n_tgt_tokens
         src += int(batch.src_lens.sum())
         flops += 3 * forward_flops(cfg.model, v, batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1))
@@ -100,7 +100,8 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
 def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, queue: mp.Queue) -> None:
     from seq2seq.checkpoint import load_model
     from seq2seq.data import read_parallel
-    from seq2seq.evaluate import score, translate_ids
+    from seq2seq.decoding import detokenize, translate_ids
+    from seq2seq.evaluate import score
 
     cpu.setup(cfg.threads or 2)
     if checkpoint:
@@ -116,11 +117,11 @@ def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int
     src, ref = src[:sentences], ref[:sentences]
     decode = replace(cfg.decode, beam_size=beam, nbest=1)
     ids = tok.encode_src(src)
-    translate_ids(model, ids[:8], decode, greedy=beam == 1)  # warm-up
+    translate_ids(model, ids[:8], decode)  # warm-up
     start = time.perf_counter()
-    results = translate_ids(model, ids, decode, greedy=beam == 1)
+    results = translate_ids(model, ids, decode)
     seconds = time.perf_counter() - start
-    bleu = score(tok.decode_tgt([r.tokens[0][0] for r in results]), ref).bleu
+    bleu = score(detokenize(tok, [r[0].tokens if r else [] for r in results]), ref).bleu
     name = "greedy" if beam == 1 else f"beam{beam}"
     queue.put({f"decode_{name}_sentences_per_s": len(src) / seconds, f"decode_{name}_bleu": bleu,
                f"decode_{name}_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

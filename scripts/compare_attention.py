@@ -49,14 +49,14 @@ def train(name: str, overrides: list[str], steps: int, out: Path, extra: list[st
 
 
 def test_bleu(run: Path) -> float:
-    from seq2seq.checkpoint import load_model
     from seq2seq.data import read_parallel
-    from seq2seq.evaluate import score, translate_ids
+    from seq2seq.evaluate import score
+    from seq2seq.translator import Translator
 
-    model, tok, cfg = load_model(run / "best.pt")
-    src, ref = read_parallel(cfg.data.dir, cfg.data.test_split, cfg.data.src_lang, cfg.data.tgt_lang)
-    results = translate_ids(model, tok.encode_src(src), cfg.decode)
-    return score(tok.decode_tgt([r.tokens[0][0] for r in results]), ref).bleu
+    translator = Translator.from_checkpoint(run / "best.pt", device="cpu")
+    data = translator.config.data
+    src, ref = read_parallel(data.dir, data.test_split, data.src_lang, data.tgt_lang)
+    return score(translator.translate(src), ref).bleu
 
 
 def summarize(name: str, run: Path) -> dict:

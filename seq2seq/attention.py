@@ -15,6 +15,8 @@ Attention-based Neural Machine Translation", eq. (7)-(10).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +36,11 @@ class Attention(nn.Module):
             # Luong eq. (9): p_t = S * sigmoid(v_p^T tanh(W_p h_t))
             self.w_p = nn.Linear(query_size, attention_size, bias=False)
             self.v_p = nn.Linear(attention_size, 1, bias=False)
+
+    @staticmethod
+    def size_problem(query_size: int, memory_size: int) -> str | None:
+        """Why these sizes cannot be scored, or None (checked once, when the model config is made)."""
+        return None
 
     def project_keys(self, memory: Tensor) -> Tensor:
         """The step-independent part of the score, once per batch. (B, S, Hm) -> (B, S, *)."""
@@ -97,6 +104,14 @@ class ConcatAttention(AdditiveAttention):
 class DotAttention(Attention):
     """Luong eq. (8), dot: score(h_t, h_s) = h_t^T h_s. Needs Hq == Hm (checked in the config)."""
 
+    @staticmethod
+    def size_problem(query_size: int, memory_size: int) -> str | None:
+        if query_size == memory_size:
+            return None
+        return (f"it scores h_t . h_s, so model.dec_hidden ({query_size}) must equal the encoder memory size "
+                f"({memory_size} = model.enc_hidden x directions); set model.dec_hidden={memory_size} or use "
+                "luong_general")
+
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
 
@@ -115,17 +130,36 @@ class GeneralAttention(Attention):
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
 
 
-ATTENTIONS: dict[str, type[Attention]] = {
-    "bahdanau": AdditiveAttention,
-    "luong_concat": ConcatAttention,
-    "luong_dot": DotAttention,
-    "luong_general": GeneralAttention,
+@dataclass(frozen=True)
+class Variant:
+    """A registered attention: its score function and the decoder wiring of its paper."""
+
+    score: type[Attention] | None  # None: no attention at all
+    wiring: str  # the decoder (seq2seq/decoder.py, DECODERS): "bahdanau", "luong" or "none"
+
+
+# The registry: what model/attention= accepts (ModelConfig checks names and sizes against it) and, through
+# the wiring, which decoder is built and how wide its output is.
+ATTENTIONS: dict[str, Variant] = {
+    "bahdanau": Variant(AdditiveAttention, "bahdanau"),
+    "luong_concat": Variant(ConcatAttention, "luong"),
+    "luong_dot": Variant(DotAttention, "luong"),
+    "luong_general": Variant(GeneralAttention, "luong"),
+    "none": Variant(None, "none"),
 }
+
+
+def variant(name: str) -> Variant:
+    """The registered attention called ``name``; an unknown name lists the right ones."""
+    if name not in ATTENTIONS:
+        raise ConfigError(f"unknown attention {name!r} (model/attention=...); choose one of "
+                          f"{', '.join(sorted(ATTENTIONS))}")
+    return ATTENTIONS[name]
 
 
 def build_attention(name: str, query_size: int, memory_size: int, attention_size: int,
                     window: int | None = None) -> Attention:
-    """The attention called ``name``; an unknown name lists the right ones."""
-    if name not in ATTENTIONS:
-        raise ConfigError(f"unknown attention {name!r}; choose one of {', '.join(sorted(ATTENTIONS))}")
-    return ATTENTIONS[name](query_size, memory_size, attention_size, window)
+    """The attention called ``name`` (a name with a score function; ModelConfig checked it)."""
+    score = ATTENTIONS[name].score
+    assert score is not None, f"{name} has no score function"
+    return score(query_size, memory_size, attention_size, window)

@@ -1,23 +1,33 @@
-"""Self-describing checkpoints: atomic save, safe (``weights_only=True``) load, clear errors.
+"""The checkpoint layout, with one owner: atomic save, safe (``weights_only=True``) load, clear errors.
 
 A checkpoint holds the weights, the optimizer and scheduler state, the trainer's position, RNG states,
 the config as plain data and the SentencePiece model(s): enough to evaluate, translate or resume with
-nothing else on disk.
+nothing else on disk. :class:`RunCheckpoints` writes a training run's checkpoints and reads them back
+into a run; :func:`load_model` reads one for decoding.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from seq2seq.config import Config, to_dataclass
-from seq2seq.errors import CheckpointError, Seq2SeqError
+from seq2seq import distributed
+from seq2seq.config import Config, to_dataclass, to_dict
+from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.model import Seq2Seq
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.progress import Clock, Progress, seed_everything
+
+if TYPE_CHECKING:
+    from seq2seq.step import Parts
+    from seq2seq.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
 
 FORMAT = "seq2seq-checkpoint"
 VERSION = 1
@@ -74,12 +84,10 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "checkpoint") 
 
 
 def tokenizer_from(payload: dict[str, Any]) -> Tokenizer:
+    from seq2seq.tokenizer import Tokenizer
+
     tok = payload["tokenizer"]
     return Tokenizer(bytes(tok["src"]), None if tok["tgt"] is None else bytes(tok["tgt"]))
-
-
-def tokenizer_payload(tokenizer: Tokenizer) -> dict[str, bytes | None]:
-    return {"src": tokenizer.src_model, "tgt": tokenizer.tgt_model}
 
 
 def load_model(path: str | Path) -> tuple[Seq2Seq, Tokenizer, Config]:
@@ -93,3 +101,83 @@ def load_model(path: str | Path) -> tuple[Seq2Seq, Tokenizer, Config]:
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path}: weights do not match the config inside ({str(err).splitlines()[0]})") from None
     return model.eval(), tokenizer, cfg
+
+
+class RunCheckpoints:
+    """A training run's checkpoints: what goes into one, and how a run continues from one.
+
+    Only rank 0 writes; every rank reads the same file when resuming (rank 0's RNG state; the other
+    ranks re-seed from it).
+    """
+
+    def __init__(self, run_dir: Path, cfg: Config, parts: Parts, tokenizer: Tokenizer, clock: Clock) -> None:
+        self.run_dir, self.cfg, self.parts, self.tokenizer, self.clock = run_dir, cfg, parts, tokenizer, clock
+        self.device = clock.device
+
+    def state(self, progress: Progress) -> dict[str, Any]:
+        parts = self.parts
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": to_dict(self.cfg),
+            "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(),
+            "progress": to_dict(progress) | {"elapsed_s": self.clock.elapsed()},  # wall time so far
+            "rng": rng,
+            "tokenizer": {"src": self.tokenizer.src_model, "tgt": self.tokenizer.tgt_model},
+            "pair": [self.cfg.data.src_lang, self.cfg.data.tgt_lang],
+        } | ({"scaler": parts.scaler.state_dict()} if parts.scaler is not None else {})
+
+    def save(self, name: str, progress: Progress) -> None:
+        """Rank 0 writes ``run_dir/name``; the other ranks hold the same weights and progress."""
+        if distributed.is_main():
+            save_checkpoint(self.run_dir / name, self.state(progress))
+
+    def resume(self, path: Path) -> Progress:
+        """Load ``path`` into the run's parts and RNGs; returns where the run was."""
+        payload = load_checkpoint(path)
+        check_resumable(payload, self.cfg, path)
+        parts = self.parts
+        parts.model.load_state_dict(payload["model"])
+        parts.optimizer.load_state_dict(payload["optimizer"])
+        for group in parts.optimizer.param_groups:  # checkpoints from before fused Adam stay fast
+            group["fused"], group["foreach"] = True, None
+        parts.scheduler.load_state_dict(payload["scheduler"])
+        if parts.scaler is not None and "scaler" in payload:
+            parts.scaler.load_state_dict(payload["scaler"])
+        progress = Progress(**payload["progress"])
+        self.clock.restart(progress.elapsed_s)
+        self._restore_rng(payload["rng"], path, progress)
+        return progress
+
+    def _restore_rng(self, rng: dict[str, Any], path: Path, progress: Progress) -> None:
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and "cuda" in rng:  # GPU dropout masks continue too
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        elif self.device.type == "cuda":
+            log.info("%s was written on the CPU: GPU dropout masks start afresh (not an exact resume)", path)
+        python_state = rng["python"]
+        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+        if distributed.rank():
+            seed_everything(self.cfg.seed + 1000 * progress.step + distributed.rank())
+
+
+def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
+    """``cfg`` may resume the checkpoint only with the same language pair and model, and if it is unfinished."""
+    pair = [cfg.data.src_lang, cfg.data.tgt_lang]
+    if payload.get("pair") != pair:
+        raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
+                          f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
+    if payload["config"]["model"] != to_dict(cfg.model):
+        raise ConfigError(f"{path} was trained with a different model config; resume with the same model settings")
+    for group in ("optim", "train"):  # allowed (a longer budget, say), but the schedule changes with them
+        saved, now = payload["config"].get(group, {}), to_dict(getattr(cfg, group))
+        changed = sorted(k for k in now if k not in saved or saved[k] != now[k])
+        if changed:
+            log.warning("resuming %s with other %s settings than it was trained with: %s", path, group,
+                        ", ".join(f"{k}={saved.get(k, '(unset)')} -> {now[k]}" for k in changed))
+    if payload["progress"]["finished"]:
+        raise ConfigError(f"{path} belongs to a finished run; there is nothing to resume: start a new run "
+                          "in a new hydra.run.dir")

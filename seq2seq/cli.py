@@ -68,12 +68,13 @@ def _load_corpus_once(cfg: Config) -> Any:
 @_report_errors
 def _train(dcfg: DictConfig) -> None:
     from seq2seq import distributed
+    from seq2seq.device import resolve_device
     from seq2seq.errors import ConfigError
     from seq2seq.trainer import Trainer
 
     cfg: Config = to_dataclass(dcfg, Config)
     cpu.setup(cfg.threads)
-    distributed.init(distributed.resolve_device(cfg.device))  # under torchrun: join the process group
+    distributed.init(resolve_device(cfg.device))  # under torchrun: join the process group
     try:
         # rank 0's directory for all ranks (the default hydra.run.dir holds a time that may differ)
         run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))

@@ -9,14 +9,18 @@ import gzip
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
 
+from seq2seq import distributed
 from seq2seq.config import DataConfig
 from seq2seq.errors import DataError
-from seq2seq.tokenizer import BOS, EOS, PAD, Tokenizer, build_tokenizer
+from seq2seq.vocab import BOS, EOS, PAD
+
+if TYPE_CHECKING:  # sentencepiece is imported only where a corpus is loaded
+    from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +187,24 @@ class BatchPlan:
     def batch(self, positions: Sequence[int]) -> Batch:
         return collate([self.examples[i] for i in positions])
 
+    def steps(self, batches: list[list[int]], done: int, accumulate: int) -> list[list[list[int]]]:
+        """What is left of an epoch (``batches``: all of it; ``done`` of them trained on) for this process:
+        groups of ``accumulate`` batches, one per optimizer step.
+
+        Under torchrun the epoch's batch list is built exactly as in a single process, then sharded (global
+        batch i to rank i % world): step k of the epoch trains on global batches k*A*W .. (k+1)*A*W - 1, so
+        ``done`` (global) / world is this rank's position in its shard. The last step of an epoch may have
+        fewer than A batches.
+        """
+        world = distributed.world_size()
+        mine = distributed.shard(batches, distributed.rank(), world)[done // world:]
+        return [mine[i:i + accumulate] for i in range(0, len(mine), accumulate)]
+
+    @staticmethod
+    def usable(batches: list[list[int]]) -> int:
+        """How many of the epoch's batches are trained on, all processes together."""
+        return distributed.usable(len(batches), distributed.world_size())
+
 
 class Corpus(NamedTuple):
     """Everything training reads from disk, tokenized."""
@@ -190,7 +212,7 @@ class Corpus(NamedTuple):
     tokenizer: Tokenizer
     train: list[Example]
     valid: list[Example]
-    valid_refs: list[str]  # raw reference lines of the kept validation pairs
+    valid_lines: tuple[list[str], list[str]]  # raw source and reference lines of the validation split (all)
     train_lines: tuple[list[str], list[str]]  # raw source and target lines of the training split
 
     def resegmenter(self, cfg: DataConfig) -> Callable[[int], list[Example]] | None:
@@ -209,6 +231,8 @@ class Corpus(NamedTuple):
 
 def load_corpus(cfg: DataConfig) -> Corpus:
     """Read train and validation splits, train or reuse SentencePiece, encode and filter."""
+    from seq2seq.tokenizer import build_tokenizer
+
     if cfg.generate is not None:
         from seq2seq.toy import generate
 
@@ -223,4 +247,4 @@ def load_corpus(cfg: DataConfig) -> Corpus:
                          f"{cfg.dir}/{cfg.train_split}")
     valid = filter_pairs(tokenizer.encode_src(val_src), tokenizer.encode_tgt(val_tgt), 10**9,
                          f"{cfg.dir}/{cfg.valid_split}")
-    return Corpus(tokenizer, train, valid, [val_tgt[e.index] for e in valid], (src_lines, tgt_lines))
+    return Corpus(tokenizer, train, valid, (val_src, val_tgt), (src_lines, tgt_lines))

@@ -17,43 +17,12 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from seq2seq.device import env_world_size
 from seq2seq.errors import ConfigError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 TIMEOUT = datetime.timedelta(hours=2)  # other ranks wait while rank 0 validates a large corpus
-
-
-def env_world_size() -> int:
-    """The world size torchrun asks for (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu`` or ``cuda``; under torchrun ``cuda`` means cuda:LOCAL_RANK."""
-    if name == "auto":  # a GPU per process, or the CPU for all
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine
-        if name == "cuda" and torch.cuda.device_count() < per_machine:
-            log.warning("%d processes on this machine but %d GPU(s): device=auto trains on the CPU; start at most "
-                        "%d processes per machine to use the GPUs", per_machine, torch.cuda.device_count(),
-                        torch.cuda.device_count())
-            name = "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda but no CUDA GPU is available here; use device=cpu or device=auto")
-        if env_world_size() <= 1:
-            return torch.device("cuda", torch.cuda.current_device())
-        if local_rank() >= torch.cuda.device_count():
-            raise ConfigError(f"process LOCAL_RANK={local_rank()} needs cuda:{local_rank()} but this machine has "
-                              f"{torch.cuda.device_count()} GPU(s); start at most that many processes per "
-                              "machine (torchrun --nproc_per_node) or use device=cpu")
-        return torch.device("cuda", local_rank())
-    return torch.device(name)
 
 
 def init(device: torch.device) -> None:

@@ -1,25 +1,18 @@
-"""Corpus translation (token-batched, length-sorted, input order restored), sacreBLEU scoring, and the
-inputs of ``seq2seq-evaluate`` (a split of the checkpoint's corpus or a src / ref file pair)."""
+"""sacreBLEU scoring, and the inputs and outputs of ``seq2seq-evaluate`` (a split of the checkpoint's corpus
+or a src / ref file pair)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import sacrebleu
-import torch
-from torch import Tensor
 
-from seq2seq.config import DataConfig, DecodeConfig, EvaluateConfig
-from seq2seq.data import Example, collate, corpus_path, make_batches, pad, read_lines
+from seq2seq.config import DataConfig, EvaluateConfig
+from seq2seq.data import corpus_path, read_lines
 from seq2seq.errors import DataError
-from seq2seq.loss import token_loss
-from seq2seq.model import Seq2Seq
-from seq2seq.search import SearchResult, beam_search, greedy_search
-from seq2seq.tokenizer import BOS, PAD
 
 log = logging.getLogger(__name__)
 
@@ -43,81 +36,6 @@ def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool 
     b_sig, c_sig = str(bleu.get_signature()), str(chrf.get_signature())
     return Scores(b.score, c.score, b_sig, c_sig, b.format(width=2, signature=b_sig),
                   c.format(width=2, signature=c_sig))
-
-
-class _NoSpecials:
-    """The model with PAD and BOS forbidden as outputs.
-
-    Training never targets them, yet an undertrained model can give them probability; SentencePiece
-    decodes them to nothing, so they would only make n-best entries that read the same (fairseq
-    masks them the same way).
-    """
-
-    def __init__(self, model: Seq2Seq) -> None:
-        self.model = model
-        self.vocab_size = model.vocab_size
-
-    def encode(self, src: Tensor, src_lens: Tensor) -> Any:
-        return self.model.encode(src, src_lens)
-
-    def init_state(self, enc: Any) -> Any:
-        return self.model.init_state(enc)
-
-    def decode_step(self, prev: Tensor, enc: Any, state: Any) -> tuple[Tensor, Tensor, Any]:
-        log_probs, attn, state = self.model.decode_step(prev, enc, state)  # (N, V), (N, S)
-        log_probs[:, PAD] = float("-inf")  # in place: search runs in inference mode
-        log_probs[:, BOS] = float("-inf")
-        return log_probs, attn, state
-
-
-def search(model: Seq2Seq, src: Tensor, src_lens: Tensor, decode: DecodeConfig, greedy: bool) -> SearchResult:
-    """Greedy or beam search with ``decode``'s settings (PAD and BOS never emitted)."""
-    step_model = _NoSpecials(model)
-    if greedy:
-        return greedy_search(step_model, src, src_lens, decode.max_len_a, decode.max_len_b)
-    return beam_search(step_model, src, src_lens, decode.beam_size, decode.alpha, decode.max_len_a,
-                       decode.max_len_b, decode.nbest)
-
-
-@torch.inference_mode()
-def validation_loss(model: Seq2Seq, examples: Sequence[Example], batch_tokens: int) -> float:
-    """Cross-entropy per target token (no label smoothing), teacher-forced, on the model's device."""
-    model.eval()
-    device = next(model.parameters()).device
-    total, tokens = 0.0, 0
-    for positions in make_batches(examples, batch_tokens):
-        batch = collate([examples[i] for i in positions])
-        logits, _ = model(batch.src.to(device), batch.src_lens.to(device), batch.tgt_in.to(device))  # (B, T, V)
-        total += float(token_loss(logits, batch.tgt_out.to(device), 0.0))
-        tokens += batch.n_tgt_tokens
-    return total / max(1, tokens)
-
-
-def translate_ids(
-    model: Seq2Seq,
-    sources: Sequence[list[int]],
-    decode: DecodeConfig,
-    greedy: bool = False,
-    progress: Callable[[int], object] | None = None,
-) -> list[SearchResult]:
-    """Search every source (lists of ids, non-empty) in token batches sorted by length.
-
-    Returns one single-sentence SearchResult per input, in input order, its attention on the CPU.
-    ``progress(n)`` is called after each batch with its number of sentences (a tqdm bar's ``update``).
-    """
-    examples = [Example(s, s, i) for i, s in enumerate(sources)]
-    results: list[SearchResult | None] = [None] * len(sources)
-    device = next(model.parameters()).device
-    model.eval()
-    for positions in make_batches(examples, decode.batch_tokens):
-        src, src_lens = pad([sources[i] for i in positions])  # (B, S), (B,)
-        out = search(model, src.to(device), src_lens.to(device), decode, greedy)
-        for row, i in enumerate(positions):
-            attention = [a.cpu() for a in out.attention[row]]
-            results[i] = SearchResult([out.tokens[row]], [out.scores[row]], [attention])
-        if progress is not None:
-            progress(len(positions))
-    return results  # type: ignore[return-value]
 
 
 # ---- seq2seq-evaluate's inputs and outputs ------------------------------------------------------

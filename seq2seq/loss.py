@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from seq2seq.tokenizer import PAD
+from seq2seq.vocab import PAD
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):

@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from seq2seq import distributed
+
 log = logging.getLogger(__name__)
 
 
@@ -25,8 +27,10 @@ def _summary_writer(directory: Path) -> Any:
 class RunLog:
     """Validation records and timings as JSON lines in ``run_dir``; scalars also in ``run_dir/tb``."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.run_dir, self.enabled = run_dir, enabled
+    def __init__(self, run_dir: Path, enabled: bool | None = None) -> None:
+        """``enabled``: whether to write at all; by default only in the main process (rank 0)."""
+        self.run_dir = run_dir
+        self.enabled = distributed.is_main() if enabled is None else enabled
         self._tb: Any = None
         self._tb_tried = False
 

@@ -1,19 +1,20 @@
-"""Where a run is (:class:`Progress`, saved in every checkpoint), how much of its budget it has used, and
-whether a checkpoint may be resumed."""
+"""Where a run is (:class:`Progress`, saved in every checkpoint), its clock, and how much of its budget it
+has used."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from seq2seq.config import Config, TrainConfig, to_dict
-from seq2seq.errors import ConfigError, Seq2SeqError
+from seq2seq import distributed
+from seq2seq.config import TrainConfig
+from seq2seq.errors import Seq2SeqError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,26 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class Clock:
+    """Training wall time (validation included) over this process and the runs it resumed."""
+
+    def __init__(self, device: torch.device, before_s: float = 0.0) -> None:
+        self.device = device
+        self.restart(before_s)
+
+    def restart(self, before_s: float) -> None:
+        """Count on from ``before_s``, the time of the run this process resumes."""
+        self.before_s, self.start, self.agreed_s = before_s, time.monotonic(), before_s
+
+    def elapsed(self) -> float:
+        return self.before_s + time.monotonic() - self.start
+
+    def agree(self) -> float:
+        """Rank 0's elapsed time, on every rank (they stop and schedule by the same clock); kept in agreed_s."""
+        self.agreed_s = distributed.broadcast_float(self.elapsed(), self.device)
+        return self.agreed_s
+
+
 def budget_used(t: TrainConfig, p: Progress, epoch_batches: int, clock_s: float) -> float:
     """How far a run is through the first of its budgets to run out, 0 to 1: ``t.max_epochs`` (an epoch
     has ``epoch_batches`` batches), ``t.max_steps`` and ``t.max_minutes`` (``clock_s``: seconds so far)."""
@@ -61,22 +82,3 @@ def cosine_rate(peak: float, floor: float, used: float) -> float:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
-    """``cfg`` may resume the checkpoint only with the same language pair and model, and if it is unfinished."""
-    pair = [cfg.data.src_lang, cfg.data.tgt_lang]
-    if payload.get("pair") != pair:
-        raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
-                          f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
-    if payload["config"]["model"] != to_dict(cfg.model):
-        raise ConfigError(f"{path} was trained with a different model config; resume with the same model settings")
-    for group in ("optim", "train"):  # allowed (a longer budget, say), but the schedule changes with them
-        saved, now = payload["config"].get(group, {}), to_dict(getattr(cfg, group))
-        changed = sorted(k for k in now if k not in saved or saved[k] != now[k])
-        if changed:
-            log.warning("resuming %s with other %s settings than it was trained with: %s", path, group,
-                        ", ".join(f"{k}={saved.get(k, '(unset)')} -> {now[k]}" for k in changed))
-    if payload["progress"]["finished"]:
-        raise ConfigError(f"{path} belongs to a finished run; there is nothing to resume: start a new run "
-                          "in a new hydra.run.dir")

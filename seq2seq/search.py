@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-# Special ids come from the tokenizer: every SentencePiece model we train fixes them.
-from seq2seq.tokenizer import BOS, EOS, PAD, UNK  # noqa: F401
+from seq2seq.config import DecodeConfig
+from seq2seq.vocab import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
 
@@ -133,25 +133,33 @@ class _Pool:
         )
 
 
-def _check_inputs(src: Tensor, src_lens: Tensor, max_len_a: float) -> None:
+def _check_inputs(src: Tensor, src_lens: Tensor) -> None:
+    """The tensors' shapes; the settings were checked once, when the DecodeConfig was made."""
     if src.dim() != 2:
         raise ValueError(f"src must be a (B, S) tensor of token ids, got shape {tuple(src.shape)}")
     if tuple(src_lens.shape) != (src.size(0),):
         raise ValueError(f"src_lens must have shape ({src.size(0)},) to match src, "
                          f"got {tuple(src_lens.shape)}")
-    if max_len_a < 0:
-        raise ValueError(f"max_len_a must be >= 0 (the output limit is max_len_a * S + max_len_b), "
-                         f"got {max_len_a}")
 
 
-def _check_beam_args(beam_size: int, nbest: int, alpha: float) -> None:
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be >= 1 (1 gives the greedy output), got {beam_size}")
-    if not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest must be between 1 and beam_size={beam_size}, got {nbest}; "
-                         "lower nbest or raise beam_size")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0 (0 disables the length penalty), got {alpha}")
+def _next_log_probs(model: StepModel, prev: Tensor, enc: Any, state: Any) -> tuple[Tensor, Tensor, Any]:
+    """One decoder step with PAD and BOS forbidden as outputs: (N, V) log-probs, (N, S) attention, state.
+
+    Training never targets them, yet an undertrained model can give them probability; SentencePiece
+    decodes them to nothing, so they would only make n-best entries that read the same (fairseq masks
+    them the same way).
+    """
+    log_probs, attn, state = model.decode_step(prev, enc, state)  # (N, V), (N, S)
+    log_probs[:, PAD] = NEG_INF  # in place: search runs in inference mode
+    log_probs[:, BOS] = NEG_INF
+    return log_probs, attn, state
+
+
+def search(model: StepModel, src: Tensor, src_lens: Tensor, decode: DecodeConfig) -> SearchResult:
+    """Greedy search when ``decode.beam_size`` is 1, else beam search; src (B, S), src_lens (B,)."""
+    if decode.beam_size == 1:
+        return greedy_search(model, src, src_lens, decode)
+    return beam_search(model, src, src_lens, decode)
 
 
 def _start(model: StepModel, src: Tensor, src_lens: Tensor, k: int) -> tuple[Any, Any, _Live]:
@@ -165,21 +173,21 @@ def _start(model: StepModel, src: Tensor, src_lens: Tensor, k: int) -> tuple[Any
 
 
 @torch.inference_mode()
-def greedy_search(model: StepModel, src: Tensor, src_lens: Tensor,
-                  max_len_a: float = 1.5, max_len_b: int = 10) -> SearchResult:
+def greedy_search(model: StepModel, src: Tensor, src_lens: Tensor, decode: DecodeConfig) -> SearchResult:
     """Pick the most probable token at each step; src (B, S), src_lens (B,).
 
-    A sentence stops at EOS or after max_output_length tokens. Scores are plain log-prob sums.
+    A sentence stops at EOS or after max_output_length tokens (``decode.max_len_a``, ``max_len_b``; the
+    beam settings are not used). Scores are plain log-prob sums.
     """
-    _check_inputs(src, src_lens, max_len_a)
+    _check_inputs(src, src_lens)
     if src.size(0) == 0:
         return SearchResult([], [], [])
-    limits = max_output_length(src_lens, max_len_a, max_len_b).to(src.device)  # (B,)
+    limits = max_output_length(src_lens, decode.max_len_a, decode.max_len_b).to(src.device)  # (B,)
     pool = _Pool(src_lens, limits, nbest=1, alpha=0.0)
     enc, state, live = _start(model, src, src_lens, 1)
     step = 0
     while True:
-        log_probs, attn, state = model.decode_step(live.prev, enc, state)  # (B', V), (B', S)
+        log_probs, attn, state = _next_log_probs(model, live.prev, enc, state)  # (B', V), (B', S)
         tok_lp, tok = log_probs.max(dim=1)  # (B',), (B',)
         live = _Live(live.active, live.scores + tok_lp.unsqueeze(1),
                      torch.cat([live.tokens, tok.unsqueeze(1)], 1),  # (B', t+1)
@@ -195,9 +203,9 @@ def greedy_search(model: StepModel, src: Tensor, src_lens: Tensor,
 
 
 @torch.inference_mode()
-def beam_search(model: StepModel, src: Tensor, src_lens: Tensor, beam_size: int = 5, alpha: float = 0.6,
-                max_len_a: float = 1.5, max_len_b: int = 10, nbest: int = 1) -> SearchResult:
-    """Batched beam search; src (B, S), src_lens (B,). Returns the `nbest` best hypotheses per sentence.
+def beam_search(model: StepModel, src: Tensor, src_lens: Tensor, decode: DecodeConfig) -> SearchResult:
+    """Batched beam search; src (B, S), src_lens (B,). Returns the ``decode.nbest`` best hypotheses per
+    sentence, with beam size K = ``decode.beam_size`` and length penalty ``decode.alpha``.
 
     Score: log-prob sum / length_penalty(|Y|, alpha), where |Y| counts the emitted tokens
     including EOS. Each step takes the top 2K candidates of a sentence's K*V extensions; those
@@ -211,17 +219,16 @@ def beam_search(model: StepModel, src: Tensor, src_lens: Tensor, beam_size: int 
     best reach s / length_penalty(limit). Rule (c) is exact, so it only saves steps: the output
     is what (a) and (b) alone would give. The loop ends when every sentence has stopped.
     """
-    _check_inputs(src, src_lens, max_len_a)
-    _check_beam_args(beam_size, nbest, alpha)
+    _check_inputs(src, src_lens)
     if src.size(0) == 0:
         return SearchResult([], [], [])
-    k = beam_size
-    limits = max_output_length(src_lens, max_len_a, max_len_b).to(src.device)  # (B,)
-    pool = _Pool(src_lens, limits, nbest, alpha)
+    k, alpha = decode.beam_size, decode.alpha
+    limits = max_output_length(src_lens, decode.max_len_a, decode.max_len_b).to(src.device)  # (B,)
+    pool = _Pool(src_lens, limits, decode.nbest, alpha)
     enc, state, live = _start(model, src, src_lens, k)
     step = 0
     while True:
-        log_probs, attn, state = model.decode_step(live.prev, enc, state)  # (B'K, V), (B'K, S)
+        log_probs, attn, state = _next_log_probs(model, live.prev, enc, state)  # (B'K, V), (B'K, S)
         live, rows, done = _beam_step(live, log_probs, attn, step, k, alpha, pool)
         if done.any():
             if done.all():

@@ -19,10 +19,10 @@ import sentencepiece as spm
 
 from seq2seq.config import DataConfig
 from seq2seq.errors import ConfigError
+from seq2seq.vocab import BOS, EOS, PAD, UNK
 
 log = logging.getLogger(__name__)
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3  # fixed in every SentencePiece model we train
 
 
 class Tokenizer:

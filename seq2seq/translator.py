@@ -1,4 +1,4 @@
-"""Translator: raw sentences in, translations out (encode, limit the length, search, detokenize).
+"""Translator: raw sentences in, translations out (encode, limit the length, decode, detokenize).
 
 Used by seq2seq-evaluate and seq2seq-translate, and from Python::
 
@@ -13,30 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from seq2seq.checkpoint import load_model
-from seq2seq.config import LONG_SOURCE_POLICIES, Config, DecodeConfig
+from seq2seq.config import Config, DecodeConfig
+from seq2seq.decoding import Hypothesis, detokenize, translate_ids
+from seq2seq.device import resolve_device
 from seq2seq.errors import ConfigError, DataError
-from seq2seq.evaluate import translate_ids
 from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-# Everything Python's str.splitlines() breaks at: a translation must stay one line in a file or a pipe.
-_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-def one_line(text: str) -> str:
-    """``text`` with every line break character replaced by a space."""
-    return _LINE_BREAKS.sub(" ", text)
+LONG_SOURCE_POLICIES = ("truncate", "error")  # what a source longer than max_src_len gets
 
 
 class SourceTooLong(DataError):
@@ -61,19 +54,6 @@ class Translation:
     @property
     def text(self) -> str:
         return self.hypotheses[0] if self.hypotheses else ""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (cuda when available, else cpu) or any torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} but no CUDA GPU is available here; use device=cpu")
-    return device
 
 
 class Translator:
@@ -129,14 +109,8 @@ class Translator:
         sentences = list(sentences)
         decode = decode or self.decode
         ids, truncated = self._encode(sentences, first_line)
-        todo = [i for i, seq in enumerate(ids) if seq]
-        out = [Translation(s, truncated=cut) for s, cut in zip(sentences, truncated, strict=True)]
-        if progress is not None and len(todo) < len(ids):
-            progress(len(ids) - len(todo))  # empty sentences are done already
-        results = translate_ids(self.model, [ids[i] for i in todo], decode, progress=progress)
-        for i, result in zip(todo, results, strict=True):
-            self._fill(out[i], ids[i], result.tokens[0], result.scores[0], result.attention[0])
-        return out
+        results = translate_ids(self.model, ids, decode, progress)
+        return [self._translation(*args) for args in zip(sentences, truncated, ids, results, strict=True)]
 
     def _encode(self, sentences: Sequence[str], first_line: int) -> tuple[list[list[int]], list[bool]]:
         """Subword ids of each sentence, cut to max_src_len (or an error, by max_src_len_policy)."""
@@ -154,18 +128,16 @@ class Translator:
                         "max_src_len_policy=error to refuse them instead", len(long), self.max_src_len, where)
         return [seq[: self.max_src_len] for seq in ids], [len(seq) > self.max_src_len for seq in ids]
 
-    def _fill(self, out: Translation, src_ids: list[int], tokens: list[list[int]], scores: list[float],
-              attention: list[Tensor]) -> None:
-        """Detokenize the n-best list into ``out``, dropping a hypothesis that reads like a better one."""
-        out.src_pieces = self.tokenizer.src_pieces(src_ids)
-        seen = set()
-        texts = self.tokenizer.decode_tgt(tokens)
-        for toks, text, score, attn in zip(tokens, texts, scores, attention, strict=True):
-            text = one_line(text).strip()
-            if text in seen:
+    def _translation(self, source: str, truncated: bool, src_ids: list[int],
+                     hypotheses: list[Hypothesis]) -> Translation:
+        """The n-best list as text, dropping a hypothesis that reads like a better one."""
+        out = Translation(source, src_pieces=self.tokenizer.src_pieces(src_ids), truncated=truncated)
+        texts = detokenize(self.tokenizer, [h.tokens for h in hypotheses])
+        for hyp, text in zip(hypotheses, texts, strict=True):
+            if text in out.hypotheses:
                 continue
-            seen.add(text)
             out.hypotheses.append(text)
-            out.scores.append(score)
-            out.tgt_pieces.append(self.tokenizer.tgt_pieces(toks))
-            out.attention.append(attn)
+            out.scores.append(hyp.score)
+            out.tgt_pieces.append(self.tokenizer.tgt_pieces(hyp.tokens))
+            out.attention.append(hyp.attention)
+        return out

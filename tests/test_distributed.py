@@ -22,6 +22,7 @@ from conftest import toy_config
 from seq2seq import distributed
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.data import Batch, load_corpus
+from seq2seq.device import resolve_device
 from seq2seq.errors import ConfigError
 from seq2seq.trainer import Trainer
 
@@ -41,6 +42,11 @@ def toy_trainer(tmp: Path, *overrides: str) -> Trainer:
     run_dir = tmp / f"run{distributed.rank()}"
     run_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(cfg, load_corpus(cfg.data), run_dir)
+
+
+def train_step(trainer: Trainer, *batches: Batch) -> float | None:
+    """One optimizer step of ``trainer`` over ``batches``: its loss, or None when skipped."""
+    return trainer.step(list(batches), trainer.progress).loss
 
 
 def step_batches(trainer: Trainer, n: int = STEPS) -> list[list[int]]:
@@ -64,7 +70,7 @@ def _ddp_worker(rank: int, world: int, port: int, tmp: Path) -> None:
         for positions in step_batches(trainer):
             half = len(positions) // 2
             mine = positions[:half] if rank == 0 else positions[half:]
-            assert trainer.train_step(trainer.plan.batch(mine)) is not None
+            assert train_step(trainer, trainer.plan.batch(mine)) is not None
         if rank == 0:
             torch.save(trainer.model.state_dict(), tmp / "ddp.pt")
     finally:
@@ -73,7 +79,7 @@ def _ddp_worker(rank: int, world: int, port: int, tmp: Path) -> None:
 
 def test_two_gloo_processes_with_half_batches_equal_one_with_whole_batches(tmp_path: Path) -> None:
     single = toy_trainer(tmp_path)  # also writes the toy data and the tokenizer the workers reuse
-    losses = [single.train_step(single.plan.batch(p)) for p in step_batches(single)]
+    losses = [train_step(single, single.plan.batch(p)) for p in step_batches(single)]
     assert all(loss is not None and math.isfinite(loss) for loss in losses)
     mp.spawn(_ddp_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
     assert_close_weights(single.model.state_dict(), torch.load(tmp_path / "ddp.pt", weights_only=True))
@@ -85,8 +91,8 @@ def test_accumulating_two_batches_equals_one_step_on_their_concatenation(tmp_pat
     accumulated, whole = toy_trainer(tmp_path, "train.accumulate=2"), toy_trainer(tmp_path)
     batches = step_batches(whole, 2 * 3)
     for a, b in zip(batches[0::2], batches[1::2], strict=True):
-        loss_acc = accumulated.train_step(accumulated.plan.batch(a), accumulated.plan.batch(b))
-        loss_whole = whole.train_step(whole.plan.batch(a + b))
+        loss_acc = train_step(accumulated, accumulated.plan.batch(a), accumulated.plan.batch(b))
+        loss_whole = train_step(whole, whole.plan.batch(a + b))
         assert loss_acc == pytest.approx(loss_whole, rel=1e-5)
     assert_close_weights(accumulated.model.state_dict(), whole.model.state_dict())
 
@@ -94,7 +100,7 @@ def test_accumulating_two_batches_equals_one_step_on_their_concatenation(tmp_pat
 def test_accumulation_counts_optimizer_steps_and_global_batches(tmp_path: Path) -> None:
     trainer = toy_trainer(tmp_path, "train.accumulate=3", "train.max_steps=2", "train.valid_every_steps=100")
     batches = trainer.plan.epoch(1)
-    groups = trainer.step_groups(batches)
+    groups = trainer.plan.steps(batches, 0, trainer.cfg.train.accumulate)
     assert [len(g) for g in groups][:2] == [3, 3]
     assert sum(len(g) for g in groups) == len(batches)
     trainer.run()
@@ -104,20 +110,20 @@ def test_accumulation_counts_optimizer_steps_and_global_batches(tmp_path: Path) 
 def test_bf16_autocast_trains_on_the_cpu(tmp_path: Path) -> None:
     bf16, fp32 = toy_trainer(tmp_path, "train.precision=bf16"), toy_trainer(tmp_path)
     for positions in step_batches(bf16, 3):
-        loss = bf16.train_step(bf16.plan.batch(positions))
-        reference = fp32.train_step(fp32.plan.batch(positions))
+        loss = train_step(bf16, bf16.plan.batch(positions))
+        reference = train_step(fp32, fp32.plan.batch(positions))
         assert loss is not None and math.isfinite(loss)
         assert loss == pytest.approx(reference, rel=0.05)  # bf16 keeps about 3 significant digits
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # autocast: fp32 master weights
 
 
 def test_device_and_precision_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown device 'gpu'; choose one of auto, cpu, cuda"):
-        toy_config(tmp_path, "device=gpu")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'; use auto, cpu, cuda or cuda:N"):
+        toy_trainer(tmp_path, "device=gpu")
     with pytest.raises(ConfigError, match="unknown train.precision 'fp8'; choose one of bf16, fp16, fp32"):
         toy_config(tmp_path, "train.precision=fp8")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU.*use train.precision=bf16"):
-        toy_config(tmp_path, "device=cpu", "train.precision=fp16")
+        toy_trainer(tmp_path, "device=cpu", "train.precision=fp16")
     with pytest.raises(ConfigError, match="train.accumulate must be > 0"):
         toy_config(tmp_path, "train.accumulate=0")
     if not torch.cuda.is_available():
@@ -140,18 +146,18 @@ def test_auto_device_gives_every_process_its_own_gpu_or_uses_the_cpu(monkeypatch
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert distributed.resolve_device("auto") == torch.device("cpu")  # 2 processes, 1 GPU: share the CPU
+    assert resolve_device("auto") == torch.device("cpu")  # 2 processes, 1 GPU: share the CPU
     with pytest.raises(ConfigError, match=r"LOCAL_RANK=1 needs cuda:1 but this machine has 1 GPU\(s\)"):
-        distributed.resolve_device("cuda")
+        resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert distributed.resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 1)
 
 
 def test_single_process_trainer_moves_batches_to_its_device(tmp_path: Path) -> None:
     trainer = toy_trainer(tmp_path, "device=cpu")
-    assert trainer.device == torch.device("cpu") and trainer.world == 1
+    assert trainer.device == torch.device("cpu") and trainer.step.world == 1
     batch = trainer.plan.batch(step_batches(trainer, 1)[0])
-    assert isinstance(batch, Batch) and trainer.train_step(batch) is not None
+    assert isinstance(batch, Batch) and train_step(trainer, batch) is not None
 
 
 def test_torchrun_two_processes_end_to_end(tmp_path: Path) -> None:

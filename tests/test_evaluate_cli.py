@@ -151,7 +151,6 @@ def test_configs_compose_with_decode_defaults_and_overrides() -> None:
 @pytest.mark.parametrize("overrides, message", [
     (["src=a", "split=val"], "set one of them"),
     (["ref=b"], "ref= needs src="),
-    (["max_src_len_policy=cut"], "choose one of error, truncate"),
     (["decode.nbest=6"], "decode.nbest must be between 1 and decode.beam_size"),
 ])
 def test_bad_settings_are_config_errors(overrides: list[str], message: str) -> None:

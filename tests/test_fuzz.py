@@ -39,12 +39,24 @@ def test_arbitrary_bytes_read_or_fail_with_a_data_error(blob: bytes) -> None:
         d = Path(tmp)
         (d / "train.xx").write_bytes(blob)
         (d / "train.yy").write_bytes(blob)
+        raw = blob.split(b"\n")[:-1] if blob.endswith(b"\n") else blob.split(b"\n")  # the file's lines
+        raw = [] if blob == b"" else raw
+        bad = next((n for n, line in enumerate(raw, 1) if not _is_utf8(line)), None)
         try:
             src, tgt = read_parallel(d, "train", "xx", "yy")
         except DataError as err:
-            assert "invalid UTF-8" in str(err) and "train.xx:" in str(err)
+            assert bad is not None and f"train.xx:{bad}: invalid UTF-8" in str(err)
         else:
-            assert src == tgt
+            assert bad is None
+            assert src == [line.decode("utf-8").rstrip("\r\n") for line in raw] and tgt == src
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @settings(max_examples=60, deadline=None)

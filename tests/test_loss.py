@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.loss import token_loss
-from seq2seq.tokenizer import PAD
+from seq2seq.vocab import PAD
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.config import ATTENTIONS, ModelConfig
+from seq2seq.attention import ATTENTIONS
+from seq2seq.config import ModelConfig
 from seq2seq.model import Seq2Seq
 
 SV, TV = 30, 40

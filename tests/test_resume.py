@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import toy_config, train_toy
 
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.checkpoint import check_resumable, load_checkpoint
 from seq2seq.data import load_corpus
 from seq2seq.errors import ConfigError
-from seq2seq.trainer import Trainer, check_resumable
+from seq2seq.step import Step
+from seq2seq.trainer import Trainer
 
 STEPS = ("train.max_steps=30", "train.valid_every_steps=10", "optim.lr=0.01")
 
@@ -46,17 +47,17 @@ def test_ctrl_c_saves_and_resume_is_exact(tmp_path: Path, monkeypatch: pytest.Mo
     run_dir = tmp_path / "cut" / "run"
     run_dir.mkdir(parents=True)
     trainer = Trainer(cfg, load_corpus(cfg.data), run_dir)
-    original = Trainer.train_step
+    original = Step.__call__
 
-    def interrupt_at_17(self, batch):
-        if self.progress.step == 17:
+    def interrupt_at_17(self, batches, progress):
+        if progress.step == 17:
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self, batches, progress)
 
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_17)
+    monkeypatch.setattr(Step, "__call__", interrupt_at_17)
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.setattr(Step, "__call__", original)
     saved = load_checkpoint(run_dir / "last.pt")
     assert saved["progress"]["step"] == 17
     assert ("scaler" in saved) == ("train.precision=fp16" in device)
@@ -76,17 +77,41 @@ def cli(tmp: Path, run: str, *extra: str) -> list[str]:
             f"hydra.run.dir={tmp / run}", *extra]
 
 
+# seq2seq-train, except that after writing last.pt at step KILL_AT it touches a marker file and waits to be killed
+VICTIM = """
+import sys, time
+from pathlib import Path
+from seq2seq.checkpoint import RunCheckpoints
+from seq2seq.cli import train
+
+marker, kill_at = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
+save = RunCheckpoints.save
+
+def save_then_wait(self, name, progress):
+    save(self, name, progress)
+    if name == "last.pt" and progress.step == kill_at:
+        marker.touch()
+        time.sleep(600)
+
+RunCheckpoints.save = save_then_wait
+train()
+"""
+KILL_AT = 9  # a save (every 3 steps) in the middle of the first epoch of 30 steps
+
+
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     subprocess.run(cli(tmp_path, "ref"), check=True, capture_output=True, timeout=600)
-    victim = subprocess.Popen(cli(tmp_path, "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed" / "last.pt"
+    marker = tmp_path / "saved"
+    victim = subprocess.Popen([sys.executable, "-c", VICTIM, str(marker), str(KILL_AT), *cli(tmp_path, "killed")[1:]],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not last.exists() and time.monotonic() < deadline and victim.poll() is None:
+    while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert marker.exists(), f"the run never reached step {KILL_AT}: {victim.stderr.read().decode()[-2000:]}"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    step = load_checkpoint(last)["progress"]["step"]
-    assert 0 < step < 30, f"the run was killed too late to test anything (step {step})"
+    last = tmp_path / "killed" / "last.pt"
+    assert load_checkpoint(last)["progress"]["step"] == KILL_AT
 
     out = subprocess.run(cli(tmp_path, "killed", "resume=true"), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr

@@ -15,14 +15,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from seq2seq.search import (
-    BOS,
-    EOS,
-    beam_search,
-    greedy_search,
-    length_penalty,
-    max_output_length,
-)
+from seq2seq.config import DecodeConfig
+from seq2seq.errors import ConfigError
+from seq2seq.search import beam_search, greedy_search, length_penalty, max_output_length
+from seq2seq.vocab import BOS, EOS, PAD
 
 A, B = 4, 5  # two ordinary target tokens
 
@@ -132,15 +128,15 @@ def log_prob_sum(dist: Dist, sent: int, tokens: list[int], with_eos: bool) -> fl
 def test_beam_size_one_equals_greedy() -> None:
     model = ScriptedModel(table_dist(), 8)
     src, lens = batch([0, 1, 2, 3], [3, 5, 2, 7])
-    greedy = greedy_search(model, src, lens, max_len_a=1.0, max_len_b=8)
-    beam = beam_search(model, src, lens, beam_size=1, alpha=0.0, max_len_a=1.0, max_len_b=8)
+    greedy = greedy_search(model, src, lens, DecodeConfig(max_len_a=1.0, max_len_b=8))
+    beam = beam_search(model, src, lens, DecodeConfig(beam_size=1, alpha=0.0, max_len_a=1.0, max_len_b=8))
     assert beam.tokens == greedy.tokens
     assert beam.scores == greedy.scores
     assert len({len(t[0]) for t in greedy.tokens}) > 1  # the case is not degenerate
     for s, (toks, score) in enumerate(zip(greedy.tokens, greedy.scores, strict=True)):
         with_eos = len(toks[0]) < max_output_length(lens[s : s + 1], 1.0, 8).item()
         assert score[0] == pytest.approx(log_prob_sum(model.dist, s, toks[0], with_eos), abs=1e-5)
-    penalised = beam_search(model, src, lens, beam_size=1, alpha=0.6, max_len_a=1.0, max_len_b=8)
+    penalised = beam_search(model, src, lens, DecodeConfig(beam_size=1, alpha=0.6, max_len_a=1.0, max_len_b=8))
     assert penalised.tokens == greedy.tokens
 
 
@@ -156,12 +152,13 @@ def test_beam_size_one_equals_greedy_when_alpha_favours_longer() -> None:
     """A-EOS scores log(.33) / (7/6)^2 = -0.81, A-B-B-B-EOS log(.22) / (10/6)^2 = -0.55: a beam that
     kept going after its one slot finished would find the longer one; K = 1 must stay greedy."""
     src, lens = batch([0], [3])
-    greedy = greedy_search(ScriptedModel(prob_dist(long_detour), 6), src, lens)
-    beam = beam_search(ScriptedModel(prob_dist(long_detour), 6), src, lens, beam_size=1, alpha=2.0)
+    greedy = greedy_search(ScriptedModel(prob_dist(long_detour), 6), src, lens, DecodeConfig())
+    beam = beam_search(ScriptedModel(prob_dist(long_detour), 6), src, lens, DecodeConfig(beam_size=1, alpha=2.0))
     assert greedy.tokens == beam.tokens == [[[A]]]
     assert beam.scores[0][0] == pytest.approx(math.log(0.55 * 0.6) / (7 / 6) ** 2, abs=1e-6)
     # K = 3: B-EOS (-0.59) and A-EOS finish at step 2, A-B goes on and wins
-    wide = beam_search(ScriptedModel(prob_dist(long_detour), 6), src, lens, beam_size=3, alpha=2.0, nbest=3)
+    wide = beam_search(ScriptedModel(prob_dist(long_detour), 6), src, lens,
+                       DecodeConfig(beam_size=3, alpha=2.0, nbest=3))
     assert wide.tokens == [[[A, B, B, B], [B], [A]]]
 
 
@@ -179,12 +176,12 @@ def garden_path(prefix: tuple[int, ...]) -> dict[int, float]:
 
 def test_greedy_and_beam_disagree_on_scripted_model() -> None:
     src, lens = batch([0], [3])
-    greedy = greedy_search(ScriptedModel(prob_dist(garden_path), 6), src, lens)
+    greedy = greedy_search(ScriptedModel(prob_dist(garden_path), 6), src, lens, DecodeConfig())
     assert greedy.tokens == [[[A]]]
     assert greedy.scores[0][0] == pytest.approx(math.log(0.6) + math.log(0.34), abs=1e-6)
 
     model = ScriptedModel(prob_dist(garden_path), 6)
-    beam = beam_search(model, src, lens, beam_size=2, alpha=0.0, nbest=2)
+    beam = beam_search(model, src, lens, DecodeConfig(beam_size=2, alpha=0.0, nbest=2))
     assert beam.tokens == [[[B], [A]]]
     assert beam.scores[0] == pytest.approx([math.log(0.4 * 0.9), math.log(0.6 * 0.34)], abs=1e-6)
     assert model.calls == 2  # both beam slots finished at the second step
@@ -193,12 +190,12 @@ def test_greedy_and_beam_disagree_on_scripted_model() -> None:
 def test_exact_bound_stops_before_k_finished() -> None:
     src, lens = batch([0], [3])
     model = ScriptedModel(prob_dist(garden_path), 6)
-    one = beam_search(model, src, lens, beam_size=3, alpha=0.0, nbest=1)
+    one = beam_search(model, src, lens, DecodeConfig(beam_size=3, alpha=0.0, nbest=1))
     assert one.tokens == [[[B]]]
     assert model.calls == 2  # live A-A (0.198) can no longer beat B-EOS (0.36)
 
     model = ScriptedModel(prob_dist(garden_path), 6)
-    three = beam_search(model, src, lens, beam_size=3, alpha=0.0, nbest=3)
+    three = beam_search(model, src, lens, DecodeConfig(beam_size=3, alpha=0.0, nbest=3))
     assert model.calls == 3  # the third best needs one more step
     assert three.tokens[0][:2] == [[B], [A]]
     assert three.tokens[0][2] in ([A, A], [A, B])
@@ -214,9 +211,9 @@ def test_batch_equals_one_by_one(beam_size: int) -> None:
 
     def run(src: Tensor, src_lens: Tensor):
         if beam_size == 0:
-            return greedy_search(model, src, src_lens, max_len_a=1.0, max_len_b=5)
-        return beam_search(model, src, src_lens, beam_size=beam_size, alpha=0.6,
-                           max_len_a=1.0, max_len_b=5, nbest=beam_size)
+            return greedy_search(model, src, src_lens, DecodeConfig(max_len_a=1.0, max_len_b=5))
+        return beam_search(model, src, src_lens,
+                           DecodeConfig(beam_size=beam_size, alpha=0.6, max_len_a=1.0, max_len_b=5, nbest=beam_size))
 
     together = run(*batch(sents, lens))
     for i, (s, n) in enumerate(zip(sents, lens, strict=True)):
@@ -233,7 +230,7 @@ def test_nbest_sorted_distinct_and_rescored() -> None:
     model = ScriptedModel(table_dist(), 8)
     src, lens = batch([0, 1, 2, 3], [2, 4, 3, 5])
     alpha = 0.6
-    out = beam_search(model, src, lens, beam_size=5, alpha=alpha, max_len_a=1.0, max_len_b=4, nbest=5)
+    out = beam_search(model, src, lens, DecodeConfig(beam_size=5, alpha=alpha, max_len_a=1.0, max_len_b=4, nbest=5))
     limits = max_output_length(lens, 1.0, 4).tolist()
     for s in range(4):
         toks, scores = out.tokens[s], out.scores[s]
@@ -249,18 +246,19 @@ def test_nbest_sorted_distinct_and_rescored() -> None:
 @pytest.mark.parametrize("alpha", [0.0, 1.5])
 @pytest.mark.parametrize("nbest", [3, 10])
 def test_wide_beam_finds_exact_nbest(alpha: float, nbest: int) -> None:
-    """With K >= every live prefix (4 ** 2), beam search is exhaustive up to the limit of 3."""
+    """With K >= every live prefix, beam search is exhaustive up to the limit of 3. PAD and BOS are never
+    emitted, however likely the model makes them, so the words are UNK and one more."""
     vocab, limit = 5, 3
     dist = table_dist(n_sent=1, vocab=vocab, steps=4, seed=1)
     model = ScriptedModel(dist, vocab)
-    words = [t for t in range(vocab) if t != EOS]
+    words = [t for t in range(vocab) if t not in (EOS, PAD, BOS)]
     hyps = [(list(p), True) for n in range(limit) for p in itertools.product(words, repeat=n)]
     hyps += [(list(p), False) for p in itertools.product(words, repeat=limit)]
     scored = sorted(((log_prob_sum(dist, 0, t, e) / length_penalty(len(t) + e, alpha).item(), t)
                      for t, e in hyps), key=lambda h: -h[0])
     src, lens = batch([0], [2])
-    out = beam_search(model, src, lens, beam_size=20, alpha=alpha, max_len_a=0.0, max_len_b=limit,
-                      nbest=nbest)
+    out = beam_search(model, src, lens,
+                      DecodeConfig(beam_size=20, alpha=alpha, max_len_a=0.0, max_len_b=limit, nbest=nbest))
     assert out.tokens[0] == [t for _, t in scored[:nbest]]
     assert out.scores[0] == pytest.approx([s for s, _ in scored[:nbest]], abs=1e-5)
 
@@ -284,16 +282,16 @@ def test_length_penalty_values() -> None:
 def test_length_penalty_changes_the_winner() -> None:
     src, lens = batch([0], [3])
     kwargs = dict(beam_size=2, max_len_a=0.0, max_len_b=8)
-    plain = beam_search(ScriptedModel(prob_dist(short_or_long), 6), src, lens, alpha=0.0, **kwargs)
+    plain = beam_search(ScriptedModel(prob_dist(short_or_long), 6), src, lens, DecodeConfig(alpha=0.0, **kwargs))
     assert plain.tokens == [[[A]]]
     assert plain.scores[0][0] == pytest.approx(math.log(0.55), abs=1e-6)
     # alpha = 2: A-EOS scores log(.55) / (7/6)^2 = -0.44, B-B-B-B-EOS log(.45) / (10/6)^2 = -0.29.
     # A bound taken at the current length (-0.80 / (7/6)^2 = -0.59) would wrongly stop at A.
     model = ScriptedModel(prob_dist(short_or_long), 6)
-    penalised = beam_search(model, src, lens, alpha=2.0, **kwargs)
+    penalised = beam_search(model, src, lens, DecodeConfig(alpha=2.0, **kwargs))
     assert penalised.tokens == [[[B, B, B, B]]]
     assert penalised.scores[0][0] == pytest.approx(math.log(0.45) / (10 / 6) ** 2, abs=1e-6)
-    assert greedy_search(model, src, lens).tokens == [[[A]]]
+    assert greedy_search(model, src, lens, DecodeConfig()).tokens == [[[A]]]
 
 
 # 6. length limit and early stop ---------------------------------------------------------
@@ -306,12 +304,12 @@ def test_max_output_length() -> None:
 def test_length_limit_without_eos() -> None:
     src, lens = batch([0, 1, 2], [2, 6, 4])  # limits 1.5 * S + 2 = 5, 11, 8
     model = ScriptedModel(table_dist(n_sent=3, eos=False), 8)
-    greedy = greedy_search(model, src, lens, max_len_a=1.5, max_len_b=2)
+    greedy = greedy_search(model, src, lens, DecodeConfig(max_len_a=1.5, max_len_b=2))
     assert [len(t[0]) for t in greedy.tokens] == [5, 11, 8]
     assert model.rows == [3] * 5 + [2] * 3 + [1] * 3  # finished sentences leave the batch
 
     model.rows.clear()
-    beam = beam_search(model, src, lens, beam_size=3, alpha=0.6, max_len_a=1.5, max_len_b=2, nbest=3)
+    beam = beam_search(model, src, lens, DecodeConfig(beam_size=3, alpha=0.6, max_len_a=1.5, max_len_b=2, nbest=3))
     assert [[len(t) for t in toks] for toks in beam.tokens] == [[5] * 3, [11] * 3, [8] * 3]
     assert [[a.shape[0] for a in att] for att in beam.attention] == [[5] * 3, [11] * 3, [8] * 3]
     assert model.rows == [9] * 5 + [6] * 3 + [3] * 3
@@ -329,11 +327,11 @@ def eos_after_own_id(sent: int, prefix: tuple[int, ...]) -> Tensor:
 def test_stops_when_every_sentence_is_done() -> None:
     src, lens = batch([1, 2, 4], [3, 3, 3])  # limits 1.5 * 3 + 10 = 14
     model = ScriptedModel(eos_after_own_id, 8)
-    out = beam_search(model, src, lens, beam_size=2, alpha=0.0, nbest=2)
+    out = beam_search(model, src, lens, DecodeConfig(beam_size=2, alpha=0.0, nbest=2))
     assert [[len(t) for t in toks] for toks in out.tokens] == [[1, 1], [2, 2], [4, 4]]
     assert model.rows == [6, 6, 4, 2, 2]
     model.rows.clear()
-    greedy = greedy_search(model, src, lens)
+    greedy = greedy_search(model, src, lens, DecodeConfig())
     assert greedy.tokens == [[[4]], [[4, 4]], [[4, 4, 4, 4]]]
     assert model.rows == [3, 3, 2, 1, 1]
 
@@ -344,8 +342,8 @@ def test_attention_shapes_and_rows() -> None:
     model = ScriptedModel(table_dist(), 8)
     src, lens = batch([0, 1, 2, 3], [4, 1, 6, 3])
     limits = max_output_length(lens, 1.0, 5).tolist()
-    out = beam_search(model, src, lens, beam_size=3, alpha=0.6, max_len_a=1.0, max_len_b=5, nbest=3)
-    greedy = greedy_search(model, src, lens, max_len_a=1.0, max_len_b=5)
+    out = beam_search(model, src, lens, DecodeConfig(beam_size=3, alpha=0.6, max_len_a=1.0, max_len_b=5, nbest=3))
+    greedy = greedy_search(model, src, lens, DecodeConfig(max_len_a=1.0, max_len_b=5))
     for res in (out, greedy):
         for s, (toks, atts) in enumerate(zip(res.tokens, res.attention, strict=True)):
             for t, att in zip(toks, atts, strict=True):
@@ -366,17 +364,15 @@ def test_attention_shapes_and_rows() -> None:
     (dict(max_len_a=-1.0), "max_len_a"),
 ])
 def test_bad_arguments(kwargs: dict, match: str) -> None:
-    model = ScriptedModel(table_dist(), 8)
-    src, lens = batch([0], [3])
-    with pytest.raises(ValueError, match=match):
-        beam_search(model, src, lens, **kwargs)
-    assert model.calls == 0
+    """Decode settings are checked once, where they are made: a search never starts with bad ones."""
+    with pytest.raises(ConfigError, match=match):
+        DecodeConfig(**kwargs)
 
 
 def test_bad_inputs() -> None:
     model = ScriptedModel(table_dist(), 8)
     src, lens = batch([0, 1], [3, 2])
     with pytest.raises(ValueError, match="src_lens"):
-        greedy_search(model, src, lens[:1])
+        greedy_search(model, src, lens[:1], DecodeConfig())
     with pytest.raises(ValueError, match="src must be"):
-        beam_search(model, src[0], lens)
+        beam_search(model, src[0], lens, DecodeConfig())

@@ -13,10 +13,10 @@ import torch
 from conftest import toy_config, train_toy
 
 from seq2seq.attention import Attention
-from seq2seq.checkpoint import load_model
+from seq2seq.config import DecodeConfig
 from seq2seq.data import read_parallel
 from seq2seq.decoder import DecoderState
-from seq2seq.evaluate import translate_ids
+from seq2seq.translator import Translator
 
 
 def metrics(run_dir: Path, key: str) -> list:
@@ -36,11 +36,10 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
 
 def exact_match(run_dir: Path) -> float:
     """Greedy exact-match accuracy of best.pt on the toy test split."""
-    model, tok, cfg = load_model(run_dir / "best.pt")
-    src, ref = read_parallel(cfg.data.dir, cfg.data.test_split, cfg.data.src_lang, cfg.data.tgt_lang)
-    results = translate_ids(model, tok.encode_src(src), cfg.decode, greedy=True)
-    hyps = tok.decode_tgt([r.tokens[0][0] for r in results])
-    return sum(h == r for h, r in zip(hyps, ref)) / len(ref)
+    translator = Translator.from_checkpoint(run_dir / "best.pt", DecodeConfig(beam_size=1), device="cpu")
+    data = translator.config.data
+    src, ref = read_parallel(data.dir, data.test_split, data.src_lang, data.tgt_lang)
+    return sum(h == r for h, r in zip(translator.translate(src), ref)) / len(ref)
 
 
 def test_toy_task_is_learned(toy_run: Path) -> None:
@@ -136,7 +135,7 @@ def test_plateau_rates_drop_only_when_bleu_stalls(tmp_path: Path, monkeypatch: p
                                  "train.max_steps=8", "train.valid_every_steps=2", "train.patience=10")
     rates = metrics(run_dir, "lr")
     assert rates == [0.002, 0.002, 0.002, 0.001]  # best, 1 stall, 2 stalls (> lr_patience): halved from then on
-    assert trainer.optimizer.param_groups[0]["lr"] == 0.001
+    assert trainer.parts.lr == 0.001
 
 
 def test_tokenizer_is_reused_for_the_same_data_and_settings(tmp_path: Path) -> None:
@@ -193,7 +192,7 @@ def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
 
 
 def test_non_finite_losses_are_skipped_then_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seq2seq.trainer as trainer_module
+    import seq2seq.step as step_module
     from seq2seq.data import load_corpus
     from seq2seq.trainer import Trainer, TrainingStopped
 
@@ -201,13 +200,13 @@ def test_non_finite_losses_are_skipped_then_stop_training(tmp_path: Path, monkey
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     trainer = Trainer(cfg, load_corpus(cfg.data), run_dir)
-    real_loss = trainer_module.token_loss
+    real_loss = step_module.token_loss
 
     def poisoned(logits, target, smoothing):
         loss = real_loss(logits, target, smoothing)
         return loss * float("nan") if trainer.progress.step in (2, 6, 7, 8) else loss
 
-    monkeypatch.setattr(trainer_module, "token_loss", poisoned)
+    monkeypatch.setattr(step_module, "token_loss", poisoned)
     with pytest.raises(TrainingStopped, match="3 non-finite losses or gradients in a row at step 8.*last.pt"):
         trainer.run()
     assert trainer.progress.skipped_steps == 4
@@ -236,7 +235,7 @@ def test_out_of_memory_names_the_batch_and_the_setting(tmp_path: Path, monkeypat
     def no_memory(*args):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(trainer, "net", no_memory)
+    monkeypatch.setattr(trainer.parts, "net", no_memory)
     batch = trainer.plan.batch(trainer.plan.epoch(1)[0])
     with pytest.raises(TrainingStopped, match=r"out of memory on a batch of \d+ sentences.*lower train.batch_tokens"):
-        trainer.train_step(batch)
+        trainer.step([batch], trainer.progress)

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from seq2seq.config import DecodeConfig
+from seq2seq.decoding import one_line
 from seq2seq.errors import ConfigError, Seq2SeqError
-from seq2seq.evaluate import search
 from seq2seq.plot import format_attention, save_heatmap
-from seq2seq.search import BOS, PAD
-from seq2seq.translator import SourceTooLong, Translator, one_line
+from seq2seq.search import search
+from seq2seq.translator import SourceTooLong, Translator
+from seq2seq.vocab import BOS, PAD
 
 TRANSLATE = "from seq2seq.cli import translate; translate()"
 LONG = " ".join("abcdefghij"[i % 10] for i in range(3000))  # far beyond data.max_len = 30 subwords
@@ -99,6 +100,11 @@ def test_long_source_is_truncated_with_a_warning(translator: Translator,
     assert "line 8" in caplog.text and "truncated" in caplog.text
 
 
+def test_unknown_long_source_policy_is_refused(toy_run: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown max_src_len_policy 'cut'; choose one of truncate, error"):
+        Translator.from_checkpoint(toy_run / "best.pt", device="cpu", max_src_len_policy="cut")
+
+
 def test_long_source_is_an_error_by_policy(toy_run: Path) -> None:
     strict = Translator.from_checkpoint(toy_run / "best.pt", device="cpu", max_src_len=4,
                                         max_src_len_policy="error")
@@ -140,8 +146,8 @@ class _PadLover:
 
 def test_search_never_emits_pad_or_bos() -> None:
     src, lens = torch.tensor([[4, 5, 4]]), torch.tensor([3])
-    for greedy in (True, False):
-        out = search(_PadLover(), src, lens, DecodeConfig(beam_size=2, nbest=2), greedy)  # type: ignore[arg-type]
+    for decode in (DecodeConfig(beam_size=1), DecodeConfig(beam_size=2, nbest=2)):
+        out = search(_PadLover(), src, lens, decode)  # type: ignore[arg-type]
         for tokens in out.tokens[0]:
             assert PAD not in tokens and BOS not in tokens
         assert out.tokens[0][0] == []  # EOS at once

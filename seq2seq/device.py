@@ -1,0 +1,57 @@
+"""Where a model runs: the one device resolver, for training (one process or torchrun's several) and decoding."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from seq2seq.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def env_world_size() -> int:
+    """The world size torchrun asks for (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Under torchrun every process needs a GPU of its own: ``cuda`` means cuda:LOCAL_RANK, and ``auto``
+    falls back to the CPU when the machine has fewer GPUs than processes.
+    """
+    try:
+        device = torch.device(name if name != "auto" else "cpu")
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    if name == "auto" and torch.cuda.is_available():
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine
+        if torch.cuda.device_count() >= per_machine:
+            device = torch.device("cuda")
+        else:
+            log.warning("%d processes on this machine but %d GPU(s): device=auto trains on the CPU; start at most "
+                        "%d processes per machine to use the GPUs", per_machine, torch.cuda.device_count(),
+                        torch.cuda.device_count())
+    if device.type == "cpu":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA GPU is available here; use device=cpu or device=auto")
+    if env_world_size() <= 1:
+        return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+    if device.index is not None:
+        raise ConfigError(f"device={name} under torchrun would put every process on one GPU; use device=cuda "
+                          "(each process takes cuda:LOCAL_RANK)")
+    if local_rank() >= torch.cuda.device_count():
+        raise ConfigError(f"process LOCAL_RANK={local_rank()} needs cuda:{local_rank()} but this machine has "
+                          f"{torch.cuda.device_count()} GPU(s); start at most that many processes per "
+                          "machine (torchrun --nproc_per_node) or use device=cpu")
+    return torch.device("cuda", local_rank())
