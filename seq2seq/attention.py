@@ -26,10 +26,12 @@ from seq2seq.errors import ConfigError
 class Attention(nn.Module):
     """Masking, softmax and the weighted sum shared by every score function.
 
-    ``forward(query, keys, memory, mask)`` returns the context (B, Hm) and the weights (B, S).
+    ``forward(query, keys, memory, mask)`` returns the context (B, Hm) and the weights (B, S). A score
+    function may score N heads at once, (B, N, S); the weights returned are then the heads' average.
     """
 
-    def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None) -> None:
+    def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None,
+                 heads: int = 1) -> None:
         super().__init__()
         self.window = window
         if window is not None:
@@ -38,7 +40,7 @@ class Attention(nn.Module):
             self.v_p = nn.Linear(attention_size, 1, bias=False)
 
     @staticmethod
-    def size_problem(query_size: int, memory_size: int) -> str | None:
+    def size_problem(query_size: int, memory_size: int, attention_size: int, heads: int) -> str | None:
         """Why these sizes cannot be scored, or None (checked once, when the model config is made)."""
         return None
 
@@ -47,20 +49,30 @@ class Attention(nn.Module):
         return memory
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
-        """Unnormalised scores. query (B, Hq), keys (B, S, *) -> (B, S)."""
+        """Unnormalised scores. query (B, Hq), keys (B, S, *) -> (B, S), or (B, N, S) for N heads."""
         raise NotImplementedError
 
-    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        scores = self.score(query, keys)  # (B, S)
+    def combine(self, weights: Tensor, keys: Tensor, memory: Tensor) -> Tensor:
+        """The context: the weighted sum of the memory. weights (B, 1, S) -> (B, Hm)."""
+        return torch.bmm(weights, memory).squeeze(1)  # (B, Hm)
+
+    def head_weights(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """The normalised weights of every head: (B, N, S), N = 1 for a single-head score."""
+        scores = self.score(query, keys)  # (B, S) or (B, N, S)
+        scores = scores if scores.dim() == 3 else scores.unsqueeze(1)  # (B, N, S)
         gaussian = None
         if self.window is not None:
             mask, gaussian = self._local_window(query, mask)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)  # (B, S)
+        weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)  # (B, N, S)
         if gaussian is not None:
-            weights = weights * gaussian  # Luong eq. (10): a_t(s) = align(h_t, h_s) exp(-(s - p_t)^2 / 2 sigma^2)
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (B, Hm)
-        return context, weights
+            # Luong eq. (10): a_t(s) = align(h_t, h_s) exp(-(s - p_t)^2 / 2 sigma^2)
+            weights = weights * gaussian.unsqueeze(1)
+        return weights
+
+    def forward(self, query: Tensor, keys: Tensor, memory: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        weights = self.head_weights(query, keys, mask)  # (B, N, S)
+        average = weights[:, 0] if weights.size(1) == 1 else weights.mean(1)  # (B, S) the heads' average
+        return self.combine(weights, keys, memory), average  # (B, Hm), (B, S)
 
     def _local_window(self, query: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Local-p: restrict to [p_t - D, p_t + D] and weight by a Gaussian with sigma = D / 2."""
@@ -80,7 +92,8 @@ class AdditiveAttention(Attention):
     U_a h_j does not depend on the decoder step, so it is the projected key.
     """
 
-    def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None) -> None:
+    def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None,
+                 heads: int = 1) -> None:
         super().__init__(query_size, memory_size, attention_size, window)
         self.w_a = nn.Linear(query_size, attention_size, bias=False)
         self.u_a = nn.Linear(memory_size, attention_size, bias=False)
@@ -105,7 +118,7 @@ class DotAttention(Attention):
     """Luong eq. (8), dot: score(h_t, h_s) = h_t^T h_s. Needs Hq == Hm (checked in the config)."""
 
     @staticmethod
-    def size_problem(query_size: int, memory_size: int) -> str | None:
+    def size_problem(query_size: int, memory_size: int, attention_size: int, heads: int) -> str | None:
         if query_size == memory_size:
             return None
         return (f"it scores h_t . h_s, so model.dec_hidden ({query_size}) must equal the encoder memory size "
@@ -116,10 +129,65 @@ class DotAttention(Attention):
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
 
 
+class ScaledDotAttention(DotAttention):
+    """Vaswani et al. (2017), eq. (1) for one query: score(h_t, h_s) = h_t^T h_s / sqrt(d), d = Hm.
+
+    Dividing by sqrt(d) keeps the scores' variance near 1 whatever the state size, so the softmax does not
+    saturate. Needs Hq == Hm like the plain dot score.
+    """
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        return super().score(query, keys) / keys.size(-1) ** 0.5  # (B, S)
+
+
+class MultiHeadAttention(Attention):
+    """Vaswani et al. (2017), sec. 3.2.2, for one query per step, as the RNN decoder of RNMT+ (Chen et al.
+    2018) uses it: N heads of scaled dot-product attention over learned projections,
+    head_n = softmax(q W_n^Q (K W_n^K)^T / sqrt(d)) V W_n^V with d = A / N, and
+    MultiHead(q, K, V) = [head_1; ...; head_N] W^O, projected back to the memory size Hm.
+
+    K W^K and V W^V do not depend on the decoder step: ``project_keys`` computes both once per batch.
+    """
+
+    def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None,
+                 heads: int = 1) -> None:
+        super().__init__(query_size, memory_size, attention_size, window)
+        self.heads, self.size = heads, attention_size
+        self.w_q = nn.Linear(query_size, attention_size, bias=False)  # W^Q of all heads side by side
+        self.w_kv = nn.Linear(memory_size, 2 * attention_size, bias=False)  # [W^K, W^V]
+        self.w_o = nn.Linear(attention_size, memory_size, bias=False)  # W^O
+
+    @staticmethod
+    def size_problem(query_size: int, memory_size: int, attention_size: int, heads: int) -> str | None:
+        if heads >= 1 and attention_size % heads == 0:
+            return None
+        return (f"model.attention_heads ({heads}) must divide model.attention_size ({attention_size}), the width "
+                "the heads share; change one of them")
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        return self.w_kv(memory)  # (B, S, 2A): keys, then values
+
+    def _split(self, x: Tensor) -> Tensor:
+        """(B, S, A) -> (B, N, S, A/N)."""
+        b, s, _ = x.shape
+        return x.view(b, s, self.heads, self.size // self.heads).transpose(1, 2)
+
+    def score(self, query: Tensor, keys: Tensor) -> Tensor:
+        k = self._split(keys[..., : self.size])  # (B, N, S, d)
+        q = self.w_q(query).view(query.size(0), self.heads, -1, 1)  # (B, N, d, 1)
+        return torch.matmul(k, q).squeeze(-1) / k.size(-1) ** 0.5  # (B, N, S)
+
+    def combine(self, weights: Tensor, keys: Tensor, memory: Tensor) -> Tensor:
+        v = self._split(keys[..., self.size:])  # (B, N, S, d)
+        heads = torch.matmul(weights.unsqueeze(2), v).squeeze(2)  # (B, N, d)
+        return self.w_o(heads.flatten(1))  # (B, Hm)
+
+
 class GeneralAttention(Attention):
     """Luong eq. (8), general: score(h_t, h_s) = h_t^T W_a h_s; W_a h_s is the projected key."""
 
-    def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None) -> None:
+    def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None,
+                 heads: int = 1) -> None:
         super().__init__(query_size, memory_size, attention_size, window)
         self.w_a = nn.Linear(memory_size, query_size, bias=False)
 
@@ -145,6 +213,8 @@ ATTENTIONS: dict[str, Variant] = {
     "luong_concat": Variant(ConcatAttention, "luong"),
     "luong_dot": Variant(DotAttention, "luong"),
     "luong_general": Variant(GeneralAttention, "luong"),
+    "scaled_dot": Variant(ScaledDotAttention, "luong"),
+    "multihead": Variant(MultiHeadAttention, "luong"),
     "none": Variant(None, "none"),
 }
 
@@ -158,8 +228,8 @@ def variant(name: str) -> Variant:
 
 
 def build_attention(name: str, query_size: int, memory_size: int, attention_size: int,
-                    window: int | None = None) -> Attention:
+                    window: int | None = None, heads: int = 1) -> Attention:
     """The attention called ``name`` (a name with a score function; ModelConfig checked it)."""
     score = ATTENTIONS[name].score
     assert score is not None, f"{name} has no score function"
-    return score(query_size, memory_size, attention_size, window)
+    return score(query_size, memory_size, attention_size, window, heads)

@@ -165,7 +165,7 @@ def _evaluate(dcfg: DictConfig) -> None:
     if cfg.attention_plots and cfg.attention_plots_n:
         n = min(cfg.attention_plots_n, len(sources))
         for number, (source, result) in enumerate(zip(sources[:n], results[:n], strict=True), 1):
-            _plot(cfg.attention_plots, number, source, result)
+            _plot(cfg.attention_plots, number, source, result, _heads(translator, result, cfg.per_head))
         log.info("attention plots of the first %d sentences in %s", n, cfg.attention_plots)
 
 
@@ -175,13 +175,26 @@ def evaluate() -> None:
     _evaluate()
 
 
-def _plot(directory: str, number: int, source: str, result: Any) -> None:
-    """``{directory}/{number:05d}.png``: the heatmap of the best translation of line ``number``."""
+def _heads(translator: Any, result: Any, per_head: bool) -> list[tuple[str, Any]]:
+    """("head n", (T+1, S) map) for every head of the best translation when ``per_head`` is set and the model
+    has several heads; else nothing (the heads' average is shown anyway)."""
+    if not per_head or not result.attention:
+        return []
+    heads = translator.head_attention(result)  # (N, T+1, S)
+    return [(f"head {n + 1}", h) for n, h in enumerate(heads)] if heads.size(0) > 1 else []
+
+
+def _plot(directory: str, number: int, source: str, result: Any, heads: list[tuple[str, Any]]) -> None:
+    """``{directory}/{number:05d}.png``: the heatmap of the best translation of line ``number`` (the heads'
+    average), and ``{number:05d}.head{n}.png`` for each of ``heads``."""
     from seq2seq.plot import save_heatmap
 
     if result.attention:
         save_heatmap(Path(directory) / f"{number:05d}.png", result.src_pieces, result.tgt_pieces[0],
                      result.attention[0], title=source)
+    for name, attention in heads:
+        save_heatmap(Path(directory) / f"{number:05d}.{name.replace(' ', '')}.png", result.src_pieces,
+                     result.tgt_pieces[0], attention, title=f"{name}: {source}")
 
 
 def _answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> None:
@@ -197,11 +210,13 @@ def _answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> No
     if cfg.show_attention and result.attention:
         from seq2seq.plot import format_attention
 
-        table = format_attention(result.src_pieces, result.tgt_pieces[0], result.attention[0])
-        sys.stderr.write(table + "\n")
+        maps = [("", result.attention[0])] + _heads(translator, result, cfg.per_head)
+        for name, attention in maps:
+            table = format_attention(result.src_pieces, result.tgt_pieces[0], attention)
+            sys.stderr.write((f"{name}:\n" if name else "") + table + "\n")
         sys.stderr.flush()
     if cfg.attention_plots:
-        _plot(cfg.attention_plots, number, line, result)
+        _plot(cfg.attention_plots, number, line, result, _heads(translator, result, cfg.per_head))
 
 
 def _reconfigure_streams() -> None:

@@ -84,6 +84,7 @@ class ModelConfig:
     attention: str = "bahdanau"
     attention_size: int = 512  # hidden size of additive (bahdanau / luong_concat) scores
     attention_window: int | None = None  # D of Luong local-p attention; unset = global attention
+    attention_heads: int = 4  # heads of multihead attention (they share attention_size)
     tie_embeddings: bool = False  # share the target embedding matrix with the output layer (README, Tuning)
 
     @property
@@ -101,12 +102,14 @@ class ModelConfig:
         from seq2seq.attention import variant  # the registry decides which attentions exist
 
         _choice("model.cell", self.cell, CELLS)
-        for name in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers", "attention_size"):
+        for name in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers", "attention_size",
+                     "attention_heads"):
             _positive(f"model.{name}", getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         spec = variant(self.attention)
-        problem = spec.score.size_problem(self.dec_hidden, self.memory_size) if spec.score else None
+        problem = spec.score and spec.score.size_problem(self.dec_hidden, self.memory_size, self.attention_size,
+                                                         self.attention_heads)
         if problem:
             raise ConfigError(f"{self.attention}: {problem}")
         if self.attention_window is not None:
@@ -274,6 +277,7 @@ class EvaluateConfig:
     lowercase: bool = False  # also report case-insensitive BLEU
     attention_plots: str | None = None  # directory for heatmap PNGs of the first attention_plots_n sentences
     attention_plots_n: int = 10
+    per_head: bool = False  # multihead attention: a heatmap per head besides the heads' average
     max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
     max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (seq2seq/translator.py)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:1 ...
@@ -298,6 +302,7 @@ class TranslateConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     show_attention: bool = False  # print each best translation's attention as a text table on stderr
     attention_plots: str | None = None  # directory for one heatmap PNG per input line
+    per_head: bool = False  # multihead attention: a table / heatmap per head besides the heads' average
     max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
     max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (seq2seq/translator.py)
     device: str = "auto"

@@ -116,11 +116,14 @@ class Decoder(nn.Module):
         """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), attention (B, T, S), final state."""
         emb = self.dropout(self.embed(tgt_in))  # (B, T, E)
         outputs, weights, state = self.recur(emb, self.cell.precompute(emb), enc, state)
-        return self.vocab(self.dropout(outputs)), weights, state
+        return self.vocab(outputs), weights, state
 
     def recur(self, emb: Tensor, x: Tensor, enc: EncoderOutput,
               state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
-        """The step-by-step part: -> output vectors (B, T, O), attention (B, T, S), final state."""
+        """The step-by-step part: -> output vectors (B, T, O), attention (B, T, S), final state.
+
+        The output vectors have had their dropout, once: the vocabulary projection takes them as they are.
+        """
         raise NotImplementedError
 
 
@@ -129,7 +132,9 @@ class BahdanauDecoder(Decoder):
 
     e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j) scores with the *previous* state; c_i goes into the RNN,
     s_i = f(s_{i-1}, [E y_{i-1}; c_i]); deep output t_i = maxout(U_o s_i + V_o E y_{i-1} + C_o c_i) from
-    the new state as in eq. (4). s_0 = tanh(W_s h<-_1) from the first backward encoder state.
+    the new state as in eq. (4) (appendix A.2.2 writes s_{i-1} there). s_0 = tanh(W_s h<-_1) from the first
+    backward encoder state. The GRU's reset gate acts in PyTorch's form r * (U s + b), where A.2.2 has
+    U (r * s) (README, "Where we depart from the papers").
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
@@ -161,19 +166,21 @@ class BahdanauDecoder(Decoder):
         s, c = torch.stack(hiddens, 1), torch.stack(contexts, 1)  # (B, T, H), (B, T, Hm)
         t_tilde = self.out_state(s) + self.out_emb(emb) + self.out_ctx(c)  # (B, T, 2*O)
         t_out = t_tilde.view(*t_tilde.shape[:-1], -1, 2).amax(-1)  # (B, T, O) maxout
-        return t_out, torch.stack(weights, 1), DecoderState(hidden, cell, None)
+        return self.dropout(t_out), torch.stack(weights, 1), DecoderState(hidden, cell, None)
 
 
 class LuongDecoder(Decoder):
     """Luong et al. (2015), section 3: score with the *current* state h_t (eq. 7-8), then
     h~_t = tanh(W_c [c_t; h_t]) (eq. 5), fed into the next step's input (input feeding, section 3.3).
-    s_0 = tanh(W_s [h->_S; h<-_1]).
+    s_0 = tanh(W_s [h->_S; h<-_1]) from our bidirectional encoder, where the paper's unidirectional encoder
+    (reading the source reversed) hands its final state over as it is. Also the wiring of scaled_dot and
+    multihead.
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__(cfg, vocab_size, cfg.dec_hidden, cfg.memory_size)
         self.attention = build_attention(cfg.attention, cfg.dec_hidden, cfg.memory_size, cfg.attention_size,
-                                         cfg.attention_window)
+                                         cfg.attention_window, cfg.attention_heads)
         self.w_c = nn.Linear(cfg.memory_size + cfg.dec_hidden, cfg.dec_hidden, bias=False)
 
     def initial_feed(self, batch: int, hidden: Tensor) -> Tensor:
@@ -185,7 +192,9 @@ class LuongDecoder(Decoder):
         for x_t in x.unbind(1):  # see BahdanauDecoder.recur
             hidden, cell = self.cell.step(x_t, feed, hidden, cell)
             context, w = self.attention(hidden[-1], enc.keys, enc.memory, enc.mask)  # (B, Hm), (B, S)
-            feed = self.dropout(torch.tanh(self.w_c(torch.cat([context, hidden[-1]], -1))))  # (B, H) h~_t
+            # h~_t with its dropout, once: the same vector is fed to the next step and projected to the
+            # vocabulary (as OpenNMT-py's input feeding does)
+            feed = self.dropout(torch.tanh(self.w_c(torch.cat([context, hidden[-1]], -1))))  # (B, H)
             outputs.append(feed)
             weights.append(w)
         return torch.stack(outputs, 1), torch.stack(weights, 1), DecoderState(hidden, cell, feed)
@@ -204,7 +213,7 @@ class PlainDecoder(Decoder):
             hidden, cell = self.cell.step(x_t, None, hidden, cell)
             outputs.append(hidden[-1])
         b, t, s = x.size(0), x.size(1), enc.memory.size(1)
-        return torch.stack(outputs, 1), x.new_zeros(b, t, s), DecoderState(hidden, cell, None)
+        return self.dropout(torch.stack(outputs, 1)), x.new_zeros(b, t, s), DecoderState(hidden, cell, None)
 
 
 DECODERS: dict[str, type[Decoder]] = {  # by wiring (seq2seq/attention.py, ATTENTIONS)

@@ -5,6 +5,7 @@ Shapes: B batch, S source length, T target length, V target vocabulary.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from seq2seq.config import ModelConfig
@@ -25,7 +26,10 @@ class Seq2Seq(nn.Module):
             self.decoder.vocab.weight = self.decoder.embed.weight
 
     def reset_parameters(self) -> None:
-        """Uniform(-0.1, 0.1) weights as in Luong et al. / Bahdanau et al.'s GRU setups; zero biases."""
+        """Uniform(-0.1, 0.1) weights and zero biases for every variant: Luong et al. (2015, sec. 4.1)'s
+        initialisation. Bahdanau et al. (2015, app. A.2.2) used orthogonal recurrent matrices, N(0, 0.001^2)
+        for W_a and U_a, zeros for v_a and N(0, 0.01^2) elsewhere; we keep one initialisation so that the
+        variants differ only in their attention (README, "Where we depart from the papers")."""
         for name, p in self.named_parameters():
             if name.endswith("bias") or "bias_" in name:
                 nn.init.zeros_(p)
@@ -52,6 +56,28 @@ class Seq2Seq(nn.Module):
         enc = self.encode(src, src_lens)
         logits, weights, _ = self.decoder(tgt_in, enc, self.init_state(enc))
         return logits, weights
+
+    @torch.no_grad()
+    def head_weights(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced attention of every head: (B, T, N, S), N = 1 unless the attention has several heads.
+
+        What ``forward`` returns is their average; this asks the attention for each head at every step.
+        """
+        attention = self.decoder.attention
+        if attention is None:
+            raise ValueError("a model without attention has no attention heads")
+        steps: list[Tensor] = []
+
+        def keep(module: nn.Module, args: tuple, output: object) -> None:
+            query, keys, _, mask = args
+            steps.append(module.head_weights(query, keys, mask))  # (B, N, S)
+
+        hook = attention.register_forward_hook(keep)
+        try:
+            self(src, src_lens, tgt_in)
+        finally:
+            hook.remove()
+        return torch.stack(steps, 1)  # (B, T, N, S)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

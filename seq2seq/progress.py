@@ -41,6 +41,26 @@ class Progress:
     finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def record(self, record: dict[str, Any], bleu: float) -> bool:
+        """Keep a validation record (``bleu`` unrounded); True when it is the best so far (early stopping counts
+        the others)."""
+        improved = bleu > self.best_bleu
+        if improved:
+            self.best_bleu, self.bad_validations = bleu, 0
+        else:
+            self.bad_validations += 1
+        self.history.append(record | {"best": improved})
+        return improved
+
+
+def limit_reached(t: TrainConfig, p: Progress, clock_s: float) -> str | None:
+    """The step or time limit that ends training, if one is reached (``clock_s``: seconds so far)."""
+    if t.max_steps is not None and p.step >= t.max_steps:
+        return f"train.max_steps={t.max_steps} reached"
+    if t.max_minutes is not None and clock_s >= 60 * t.max_minutes:
+        return f"train.max_minutes={t.max_minutes} reached"
+    return None
+
 
 class Clock:
     """Training wall time (validation included) over this process and the runs it resumed."""

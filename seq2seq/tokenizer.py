@@ -70,6 +70,9 @@ class Tokenizer:
     def tgt_pieces(self, ids: Sequence[int]) -> list[str]:
         return [self.tgt.id_to_piece(i) for i in ids]
 
+    def tgt_ids(self, pieces: Sequence[str]) -> list[int]:
+        return [self.tgt.piece_to_id(p) for p in pieces]
+
     def save(self, run_dir: Path) -> None:
         """Write ``spm.model`` (joint) or ``spm.src.model`` and ``spm.tgt.model`` into the run directory."""
         if self.joint:

@@ -21,7 +21,7 @@ from seq2seq.config import Config
 from seq2seq.data import BatchPlan, Corpus, padding_fraction
 from seq2seq.device import resolve_device
 from seq2seq.metrics import RunLog
-from seq2seq.progress import Clock, Progress, TrainingStopped, budget_used, cosine_rate
+from seq2seq.progress import Clock, Progress, TrainingStopped, budget_used, cosine_rate, limit_reached
 from seq2seq.step import Step, build
 from seq2seq.validation import measure
 
@@ -119,7 +119,9 @@ class Trainer:
     def after_step(self) -> bool:
         """Periodic validation / saving inside the epoch, and the step and time limits."""
         p, t = self.progress, self.cfg.train
-        reason = self.limit_reached()
+        if t.max_minutes is not None:
+            self.clock.agree()  # rank 0's clock decides for every rank
+        reason = limit_reached(t, p, self.clock.agreed_s)
         if reason:
             log.info("%s: validating and saving", reason)
             self.validate_round()
@@ -131,17 +133,6 @@ class Trainer:
         elif t.save_every_steps and p.step % t.save_every_steps == 0:
             self.checkpoints.save("last.pt", p)
         return False
-
-    def limit_reached(self) -> str | None:
-        """The step or time limit that ends training (rank 0's clock decides for every rank)."""
-        t, p = self.cfg.train, self.progress
-        if t.max_minutes is not None:
-            self.clock.agree()
-        if t.max_steps is not None and p.step >= t.max_steps:
-            return f"train.max_steps={t.max_steps} reached"
-        if t.max_minutes is not None and self.clock.agreed_s >= 60 * t.max_minutes:
-            return f"train.max_minutes={t.max_minutes} reached"
-        return None
 
     # ---- validation --------------------------------------------------------------------------
 
@@ -167,13 +158,8 @@ class Trainer:
         p = self.progress
         if self.cfg.optim.schedule == "plateau":
             self.parts.scheduler.step(bleu)
-        improved = bleu > p.best_bleu
-        if improved:
-            p.best_bleu, p.bad_validations = bleu, 0
-        else:
-            p.bad_validations += 1
-        record["best"] = improved
-        p.history.append(record)
+        improved = p.record(record, bleu)
+        record = p.history[-1]
         timing = {"step": record["step"], "epoch": record["epoch"], "elapsed_s": round(self.clock.elapsed(), 1),
                   "train_s": round(p.train_s, 1), "tokens_per_s": round(p.tokens / max(p.train_s, 1e-9), 1),
                   "bleu": record["bleu"]}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from seq2seq.checkpoint import load_model
@@ -26,6 +27,7 @@ from seq2seq.device import resolve_device
 from seq2seq.errors import ConfigError, DataError
 from seq2seq.model import Seq2Seq
 from seq2seq.tokenizer import Tokenizer
+from seq2seq.vocab import BOS
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,20 @@ class Translator:
         ids, truncated = self._encode(sentences, first_line)
         results = translate_ids(self.model, ids, decode, progress)
         return [self._translation(*args) for args in zip(sentences, truncated, ids, results, strict=True)]
+
+    def head_attention(self, translation: Translation, n: int = 0) -> Tensor:
+        """The attention of every head for hypothesis ``n`` of ``translation``: (N, T+1, S), one (T+1, S) map per
+        head (N = 1 unless the model's attention has several heads; ``translation.attention[n]`` is their
+        average). The hypothesis is teacher-forced through the model to ask each head."""
+        src = self._encode([translation.source], 1)[0][0]
+        tgt = self.tokenizer.tgt_ids(translation.tgt_pieces[n])
+        device = next(self.model.parameters()).device
+        src_t = torch.tensor([src], device=device)
+        tgt_in = torch.tensor([[BOS, *tgt]], device=device)
+        self.model.eval()
+        heads = self.model.head_weights(src_t, torch.tensor([len(src)]), tgt_in)[0]  # (T+1, N, S)
+        rows = translation.attention[n].size(0)  # T when the hypothesis was cut at the length limit
+        return heads[:rows].transpose(0, 1).cpu()  # (N, T+1, S)
 
     def _encode(self, sentences: Sequence[str], first_line: int) -> tuple[list[list[int]], list[bool]]:
         """Subword ids of each sentence, cut to max_src_len (or an error, by max_src_len_policy)."""

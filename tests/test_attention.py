@@ -18,7 +18,7 @@ IDS = [f"{n}-local{w}" if w else n for n, w in VARIANTS]
 
 def setup(name: str, window: int | None, seed: int = 0):
     torch.manual_seed(seed)
-    att = build_attention(name, HQ, HM, A, window)
+    att = build_attention(name, HQ, HM, A, window, heads=3)  # heads: multihead only
     memory = torch.randn(B, S, HM)
     mask = torch.arange(S).unsqueeze(0) < LENGTHS.unsqueeze(1)  # (B, S)
     query = torch.randn(B, HQ)
@@ -92,3 +92,53 @@ def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"unknown attention 'bahdanu' \(model/attention=...\); choose one of "
                                           "bahdanau, luong_concat"):
         variant("bahdanu")
+
+
+def test_scaled_dot_is_the_dot_score_over_the_square_root_of_the_size() -> None:
+    """Vaswani et al. (2017), eq. (1): the same weights as h_t . h_s at temperature sqrt(d)."""
+    dot, scaled = build_attention("luong_dot", HM, HM, A), build_attention("scaled_dot", HM, HM, A)
+    _, query, memory, mask = setup("luong_dot", None)
+    _, expected = run(dot, query / HM**0.5, memory, mask)
+    _, weights = run(scaled, query, memory, mask)
+    torch.testing.assert_close(weights, expected)
+
+
+def test_one_head_with_identity_projections_is_scaled_dot_attention() -> None:
+    att = build_attention("multihead", HM, HM, HM, heads=1)
+    with torch.no_grad():
+        att.w_q.weight.copy_(torch.eye(HM))
+        att.w_kv.weight.copy_(torch.cat([torch.eye(HM), torch.eye(HM)]))
+        att.w_o.weight.copy_(torch.eye(HM))
+    _, query, memory, mask = setup("scaled_dot", None)
+    expected = run(build_attention("scaled_dot", HM, HM, A), query, memory, mask)
+    for got, want in zip(run(att, query, memory, mask), expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_every_head_is_a_distribution_and_the_weights_are_their_average() -> None:
+    att, query, memory, mask = setup("multihead", None)
+    heads = att.head_weights(query, att.project_keys(memory), mask)  # (B, N, S)
+    assert heads.shape == (B, 3, S)
+    torch.testing.assert_close(heads.sum(-1), torch.ones(B, 3))
+    assert torch.all(heads[~mask.unsqueeze(1).expand_as(heads)] == 0)
+    assert not torch.allclose(heads[:, 0], heads[:, 1])  # the heads attend differently
+    torch.testing.assert_close(run(att, query, memory, mask)[1], heads.mean(1))
+
+
+def test_multihead_keys_and_values_are_projected_once_per_batch() -> None:
+    """project_keys holds K W^K and V W^V: the per-step work is the query's projection alone."""
+    att, query, memory, mask = setup("multihead", None)
+    keys = att.project_keys(memory)
+    assert keys.shape == (B, S, 2 * A)
+    calls = []
+    att.w_kv.register_forward_hook(lambda *_: calls.append(1))
+    att(query, keys, memory, mask)
+    assert not calls
+
+
+def test_heads_must_divide_the_attention_size() -> None:
+    from seq2seq.config import ModelConfig
+
+    with pytest.raises(ConfigError, match=r"model.attention_heads \(3\) must divide model.attention_size \(512\)"):
+        ModelConfig(attention="multihead", attention_heads=3)
+    ModelConfig(attention="multihead", attention_heads=8)

@@ -17,7 +17,8 @@ def make(attention: str, cell: str, seed: int = 0) -> Seq2Seq:
     torch.manual_seed(seed)
     window = 3 if cell.endswith("local") else None
     cfg = ModelConfig(cell=cell.split("-")[0], attention=attention, emb_size=16, enc_hidden=12, dec_hidden=24,
-                      attention_size=10, dec_layers=2 if cell == "lstm" else 1, dropout=0.0, attention_window=window)
+                      attention_size=10, dec_layers=2 if cell == "lstm" else 1, dropout=0.0, attention_window=window,
+                      attention_heads=2)
     return Seq2Seq(cfg, SV, TV).eval()
 
 
@@ -88,3 +89,21 @@ def test_tied_embeddings_share_storage() -> None:
     cfg = ModelConfig(attention="bahdanau", emb_size=16, enc_hidden=8, dec_hidden=16, tie_embeddings=True)
     model = Seq2Seq(cfg, SV, TV)
     assert model.decoder.vocab.weight is model.decoder.embed.weight
+
+
+@pytest.mark.parametrize("attention", sorted(ATTENTIONS))
+def test_dropout_reaches_the_vocabulary_layer_once(attention: str) -> None:
+    """With model.dropout=0.3, 30% of the vocabulary layer's input is zero for every wiring (dropped twice,
+    Luong's h~_t would be zero at 1 - 0.7^2 = 51%)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(attention=attention, emb_size=64, enc_hidden=32, dec_hidden=64, attention_size=32,
+                      dropout=0.3, attention_heads=2)
+    model = Seq2Seq(cfg, SV, TV).train()
+    seen = []
+    model.decoder.vocab.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+    g = torch.Generator().manual_seed(0)
+    src, tgt = torch.randint(4, SV, (64, 12), generator=g), torch.randint(4, TV, (64, 20), generator=g)
+    model(src, torch.full((64,), 12), tgt)
+    (inputs,) = seen
+    zero = float((inputs == 0).float().mean())
+    assert zero == pytest.approx(0.3, abs=0.02), f"{zero:.3f} of the vocabulary layer's input is zero"

@@ -262,3 +262,21 @@ def test_translate_without_checkpoint_says_what_to_pass() -> None:
     assert proc.returncode == 2
     assert proc.stdout == b""
     assert b"error: no checkpoint given: pass checkpoint=" in proc.stderr
+
+
+def test_every_head_of_multihead_attention_on_request(tmp_path: Path) -> None:
+    """The heads' average is what search returned; each head is teacher-forced on request, and the CLI
+    prints a table per head."""
+    from conftest import train_toy
+
+    _, run_dir = train_toy(tmp_path, "model/attention=multihead", "model.attention_heads=2", "train.max_steps=30",
+                           "train.valid_every_steps=30")
+    translator = Translator.from_checkpoint(run_dir / "best.pt", device="cpu")
+    result = translator.translations(["a b c d e"], translator.with_decode(beam_size=3))[0]
+    heads = translator.head_attention(result)  # (N, T+1, S)
+    assert heads.shape == (2, *result.attention[0].shape)
+    torch.testing.assert_close(heads.mean(0), result.attention[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(heads[0], heads[1])
+    proc = run_translate(run_dir / "best.pt", b"a b c d e\n", "show_attention=true", "per_head=true")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"head 1:" in proc.stderr and b"head 2:" in proc.stderr
