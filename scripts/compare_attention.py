@@ -1,122 +1,188 @@
-"""Train every attention variant under one budget on the same data, then tabulate and plot them.
+"""The attention study: every variant trained to convergence over several seeds, then compared.
 
-    python scripts/compare_attention.py                        # Multi30k en->de, 600 steps each
-    python scripts/compare_attention.py --steps 1000 --out runs/compare -- model.dec_hidden=512
+    python scripts/compare_attention.py                      # all variants, seeds 1 2 3, two runs at a time
+    python scripts/compare_attention.py --jobs 1 --seeds 1   # one run at a time, one seed
+    python scripts/compare_attention.py --report             # only rebuild the report from what is done
 
-Every variant gets the same settings and the same number of training steps (a step budget is fair even
-when the machine is busy; tokens/s is reported beside it). Writes {out}/results.md (a Markdown table:
-params, training tokens/s, best validation BLEU and chrF, test BLEU with beam 5, epochs) and
-{out}/valid_bleu.png (validation BLEU against training time, one line per variant).
-Runs that already finished in {out} are reused, so an interrupted study continues where it stopped.
+One recipe (STUDY below) for every variant on Multi30k en->de: each run trains until validation BLEU has
+not improved for 3 epochs (or 25 epochs), with threads=1, so two runs side by side use the two cores. A
+finished run leaves everything the report needs in {out}/runs/{variant}_s{seed}.json (scores, test
+hypotheses, attention statistics, three heat-maps), so the study resumes where it stopped, across
+sittings, even without the checkpoints; an interrupted training run continues from its last.pt.
+
+The report ({out}/results.md, results.json, valid_bleu.png, bleu_by_length.png, heatmaps.png): per variant
+mean +- sd over seeds of validation BLEU and test BLEU / chrF (beam 5), parameters, training tokens/s,
+minutes to the best checkpoint, the attention's entropy and diagonal mass, and the paired bootstrap
+p-value against Bahdanau (sacreBLEU's, seed for seed; the largest is reported).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 VARIANTS = {
-    "none": ["model/attention=none"],
     "bahdanau": ["model/attention=bahdanau"],
     "luong_dot": ["model/attention=luong_dot"],
     "luong_general": ["model/attention=luong_general"],
     "luong_concat": ["model/attention=luong_concat"],
-    "luong_general_local10": ["model/attention=luong_general", "model.attention_window=10"],
+    "scaled_dot": ["model/attention=scaled_dot"],
+    "multihead": ["model/attention=multihead"],
+    "local_p": ["model/attention=luong_general", "model.attention_window=10"],
+    "none": ["model/attention=none"],
 }
-# A mid-sized model so that six variants fit in well under an hour on two CPU cores.
+# A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in a
+# few hours of two cores; plateau schedule and early stopping, so each run ends when it has converged.
 STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
-         "model.dropout=0.2", "train.batch_tokens=3000", "train.patience=100",
-         "train.max_minutes=null",  # the step budget alone ends (and, with the cosine schedule, paces) each run
-         "optim.schedule=plateau"]  # as README's table was measured
+         "model.attention_heads=4", "model.dropout=0.2", "train.batch_tokens=3000", "train.max_minutes=null",
+         "train.max_epochs=25", "train.patience=3", "optim.schedule=plateau", "optim.lr_patience=1", "threads=1"]
+HEATMAP_SENTENCES = (3, 150, 777)  # test_2016_flickr lines shown side by side
 
 
-def train(name: str, overrides: list[str], steps: int, out: Path, extra: list[str]) -> Path:
-    run = out / name
-    if (run / "last.pt").exists() and (run / "done").exists():
-        return run
-    if run.exists():
-        subprocess.run(["rm", "-rf", str(run)], check=True)
+def train(name: str, seed: int, runs: Path, extra: list[str]) -> Path:
+    """Train (or continue) one run; returns its directory."""
+    run = runs / f"{name}_s{seed}"
     exe = str(Path(sys.executable).with_name("seq2seq-train"))
-    args = [exe, *STUDY, *overrides, f"train.max_steps={steps}", f"train.valid_every_steps={max(1, steps // 4)}",
-            f"hydra.run.dir={run}", *extra]
-    print(f"== {name}: {' '.join(args[1:])}", flush=True)
-    subprocess.run(args, check=True)
-    (run / "done").touch()
+    args = [exe, *STUDY, *VARIANTS[name], f"seed={seed}", f"hydra.run.dir={run}", *extra]
+    if (run / "last.pt").exists():
+        args.append("resume=true")
+    print(f"== {name} seed {seed}: {' '.join(args[1:])}", flush=True)
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0 and "finished run" not in out.stderr:
+        raise RuntimeError(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
     return run
 
 
-def test_bleu(run: Path) -> float:
+def summarize(run: Path, out_json: Path) -> None:
+    """Everything the report needs from one finished run, into ``out_json`` (runs in its own process)."""
+    from seq2seq import cpu
     from seq2seq.data import read_parallel
     from seq2seq.evaluate import score
+    from seq2seq.study import attention_entropy, diagonal_mass
     from seq2seq.translator import Translator
 
+    cpu.setup(1)
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    timing = [json.loads(x) for x in (run / "timing.jsonl").read_text().splitlines()]
+    best = max(range(len(metrics)), key=lambda i: metrics[i]["bleu"])
     translator = Translator.from_checkpoint(run / "best.pt", device="cpu")
     data = translator.config.data
     src, ref = read_parallel(data.dir, data.test_split, data.src_lang, data.tgt_lang)
-    return score(translator.translate(src), ref).bleu
+    results = translator.translations(src)
+    hyps = [r.text for r in results]
+    test = score(hyps, ref)
+    maps = [r.attention[0] for r in results if r.attention]
+    heatmaps = [{"line": i, "src": results[i].src_pieces, "tgt": results[i].tgt_pieces[0],
+                 "weights": [[round(float(w), 4) for w in row] for row in results[i].attention[0]]}
+                for i in HEATMAP_SENTENCES if i < len(results) and results[i].attention]
+    summary = {
+        "params": translator.model.num_parameters(), "valid_bleu": metrics[best]["bleu"],
+        "valid_chrf": metrics[best]["chrf"], "test_bleu": test.bleu, "test_chrf": test.chrf,
+        "tokens_per_s": timing[-1]["tokens_per_s"], "minutes_to_best": timing[best]["elapsed_s"] / 60,
+        "epochs": metrics[-1]["epoch"], "curve": [(t["elapsed_s"] / 60, t["bleu"]) for t in timing],
+        "entropy": statistics.fmean(attention_entropy(m) for m in maps) if maps else None,
+        "diagonal": statistics.fmean(diagonal_mass(m) for m in maps) if maps else None,
+        "src_lengths": [len(r.src_pieces) for r in results], "hypotheses": hyps, "heatmaps": heatmaps,
+    }
+    out_json.write_text(json.dumps(summary), encoding="utf-8")
 
 
-def summarize(name: str, run: Path) -> dict:
-    from seq2seq.checkpoint import load_model
-
-    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    timing = [json.loads(x) for x in (run / "timing.jsonl").read_text().splitlines()]
-    best = max(metrics, key=lambda r: r["bleu"])
-    model, _, _ = load_model(run / "best.pt")
-    return {"variant": name, "params": model.num_parameters(), "tokens_per_s": timing[-1]["tokens_per_s"],
-            "valid_bleu": best["bleu"], "valid_chrf": best["chrf"], "test_bleu": round(test_bleu(run), 2),
-            "epochs": metrics[-1]["epoch"], "curve": [(t["elapsed_s"], t["bleu"]) for t in timing]}
+def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> None:
+    result = out / "runs" / f"{name}_s{seed}.json"
+    if result.exists():
+        return
+    run = train(name, seed, runs, extra)
+    subprocess.run([sys.executable, __file__, "--summarize", str(run), str(result)], check=True)
+    print(f"== {name} seed {seed}: done, {result}", flush=True)
 
 
-def write_table(rows: list[dict], out: Path, command: str) -> str:
-    lines = ["| attention | params | train tokens/s | best valid BLEU | valid chrF | test BLEU (beam 5) | epochs |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
+
+
+def report(out: Path, seeds: list[int]) -> list[dict]:
+    """Aggregate the finished runs into results.json / results.md and the figures."""
+    from seq2seq.data import read_parallel
+    from seq2seq.study import bleu_by_length, paired_bootstrap
+
+    done = {(n, s): json.loads((out / "runs" / f"{n}_s{s}.json").read_text()) for n in VARIANTS for s in seeds
+            if (out / "runs" / f"{n}_s{s}.json").exists()}
+    _, ref = read_parallel("data/multi30k", "test_2016_flickr", "en", "de")
+    rows = []
+    for name in VARIANTS:
+        mine = [(s, done[name, s]) for s in seeds if (name, s) in done]
+        if not mine:
+            continue
+        pairs = [s for s, _ in mine if ("bahdanau", s) in done and name != "bahdanau"]
+        p = [paired_bootstrap((f"bahdanau s{s}", done["bahdanau", s]["hypotheses"]),
+                              [(f"{name} s{s}", done[name, s]["hypotheses"])], ref)[f"{name} s{s}"] for s in pairs]
+        by_length = [bleu_by_length(r["hypotheses"], ref, r["src_lengths"]) for _, r in mine]
+        rows.append({
+            "variant": name, "seeds": [s for s, _ in mine], "params": mine[0][1]["params"],
+            **{k: [r[k] for _, r in mine] for k in ("valid_bleu", "test_bleu", "test_chrf", "tokens_per_s",
+                                                    "minutes_to_best", "entropy", "diagonal", "curve")},
+            "p_vs_bahdanau": p,
+            "bleu_by_length": [(b[0], b[1], statistics.fmean(x[i][2] for x in by_length if x[i][2] is not None)
+                                if any(x[i][2] is not None for x in by_length) else None)
+                               for i, b in enumerate(by_length[0])],
+            "heatmaps": mine[0][1]["heatmaps"],
+        })
+    (out / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "heatmaps"} for r in rows],
+                                                  indent=1), encoding="utf-8")
+    (out / "results.md").write_text(table(rows), encoding="utf-8")
+    from study_plots import plot_by_length, plot_curves, plot_heatmaps
+
+    plot_curves(rows, out / "valid_bleu.png")
+    plot_by_length(rows, out / "bleu_by_length.png")
+    plot_heatmaps(rows, out / "heatmaps.png")
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| attention | seeds | params | valid BLEU | test BLEU (beam 5) | test chrF | p vs bahdanau (max) | "
+             "tokens/s | minutes to best | entropy (nats) | diagonal mass |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['params'] / 1e6:.2f} M | {r['tokens_per_s']:.0f} | {r['valid_bleu']:.2f} "
-                     f"| {r['valid_chrf']:.2f} | {r['test_bleu']:.2f} | {r['epochs']} |")
-    table = "\n".join(lines)
-    (out / "results.md").write_text(f"Command: `{command}`\n\n{table}\n", encoding="utf-8")
-    return table
-
-
-def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        xs, ys = zip(*r["curve"])
-        ax.plot([x / 60 for x in xs], ys, marker="o", label=r["variant"])
-    ax.set_xlabel("training wall time (minutes, validation included)")
-    ax.set_ylabel("validation BLEU (greedy)")
-    ax.set_title("Multi30k en-de: attention variants, same step budget")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        p = f"{max(r['p_vs_bahdanau']):.4f}" if r["p_vs_bahdanau"] else "–"
+        stats = [mean_sd([x for x in r[k] if x is not None]) for k in ("entropy", "diagonal")]
+        lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['params'] / 1e6:.2f} M | {mean_sd(r['valid_bleu'])} | "
+                     f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | {p} | "
+                     f"{statistics.fmean(r['tokens_per_s']):.0f} | {mean_sd(r['minutes_to_best'])} | "
+                     f"{stats[0]} | {stats[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600, help="training steps per variant")
-    parser.add_argument("--out", default="runs/compare_attention")
+    parser.add_argument("--out", default="docs/attention_study", help="results (kept in git)")
+    parser.add_argument("--runs", default="runs/attention_study", help="run directories (checkpoints)")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one thread)")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report")
+    parser.add_argument("--summarize", nargs=2, metavar=("RUN", "JSON"), help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="more seq2seq-train overrides, after --")
     args = parser.parse_args()
+    if args.summarize:
+        return summarize(Path(args.summarize[0]), Path(args.summarize[1]))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [summarize(name, train(name, VARIANTS[name], args.steps, out, args.extra)) for name in args.variants]
-    command = "python scripts/compare_attention.py " + " ".join(sys.argv[1:])
-    print(write_table(rows, out, command.strip()))
-    plot(rows, out / "valid_bleu.png")
-    (out / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    print(f"wrote {out / 'results.md'}, {out / 'valid_bleu.png'}")
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        todo = [(n, s) for s in args.seeds for n in args.variants]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(run_one, n, s, out, Path(args.runs), args.extra) for n, s in todo]:
+                future.result()
+    print(report(out, args.seeds) and (out / "results.md").read_text())
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

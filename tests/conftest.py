@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from seq2seq import distributed
 from seq2seq.config import Config, compose
-from seq2seq.data import load_corpus
+from seq2seq.data import Batch, load_corpus
 from seq2seq.trainer import Trainer
+from seq2seq.translator import Translator
 
 torch.set_num_threads(int(os.environ.get("SEQ2SEQ_TEST_THREADS", "2")))  # fixed, for reproducible numbers
 
@@ -31,7 +35,60 @@ def train_toy(tmp: Path, *overrides: str) -> tuple[Trainer, Path]:
 
 
 @pytest.fixture(scope="session")
+def translator(toy_run: Path) -> Translator:
+    """The toy model's Translator, on the CPU."""
+    return Translator.from_checkpoint(toy_run / "best.pt", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run directory of a small bahdanau model trained on toy reverse (best.pt, last.pt, metrics)."""
     _, run_dir = train_toy(tmp_path_factory.mktemp("toy"))
     return run_dir
+
+
+# ---- a trainer for single steps (step, distributed, trainer tests) ---------------------------------------
+
+STEPS = 5
+
+
+ATOL = 1e-5  # the same updates, the gradient summed in another order
+
+
+NO_DROPOUT = ("model.dropout=0.0",)
+
+
+def toy_trainer(tmp: Path, *overrides: str) -> Trainer:
+    cfg = toy_config(tmp, *NO_DROPOUT, *overrides)
+    run_dir = tmp / f"run{distributed.rank()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Trainer(cfg, load_corpus(cfg.data), run_dir)
+
+
+def train_step(trainer: Trainer, *batches: Batch) -> float | None:
+    """One optimizer step of ``trainer`` over ``batches``: its loss, or None when skipped."""
+    return trainer.step(list(batches), trainer.progress).loss
+
+
+def step_batches(trainer: Trainer, n: int = STEPS) -> list[list[int]]:
+    """The first ``n`` batches of epoch 1, as example positions."""
+    return trainer.plan.epoch(1)[:n]
+
+
+def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=ATOL, msg=name)
+
+
+
+# ---- the translate command -----------------------------------------------------------------------------
+
+TRANSLATE = "from seq2seq.cli import translate; translate()"
+LONG = " ".join("abcdefghij"[i % 10] for i in range(3000))  # far beyond data.max_len = 30 subwords
+
+
+def run_translate(checkpoint: Path, data: bytes, *overrides: str) -> subprocess.CompletedProcess[bytes]:
+    cmd = [sys.executable, "-c", TRANSLATE, f"checkpoint={checkpoint}", "threads=2", *overrides]
+    env = {**os.environ, "PYTHONUTF8": "1"}
+    return subprocess.run(cmd, input=data, capture_output=True, timeout=300, env=env)

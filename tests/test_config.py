@@ -11,7 +11,17 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seq2seq.config import DataConfig, DecodeConfig, ModelConfig, OptimConfig, compose
+from seq2seq.config import (
+    DataConfig,
+    DecodeConfig,
+    EvaluateConfig,
+    ModelConfig,
+    OptimConfig,
+    TranslateConfig,
+    compose,
+    register_configs,
+    to_dataclass,
+)
 from seq2seq.errors import ConfigError
 from seq2seq.model import Seq2Seq
 
@@ -121,3 +131,29 @@ def test_group_options_state_only_what_differs_from_the_schema(group: str) -> No
 def test_each_attention_option_names_its_attention_and_nothing_else() -> None:
     for path in (CONFIGS / "model" / "attention").glob("*.yaml"):
         assert OmegaConf.to_container(OmegaConf.load(path)) == {"attention": path.stem}
+
+
+def eval_config(*overrides: str, name: str = "evaluate", schema: type = EvaluateConfig) -> object:
+    from hydra import compose, initialize_config_module
+
+    register_configs()
+    with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
+        return to_dataclass(compose(config_name=name, overrides=list(overrides)), schema)
+
+
+def test_configs_compose_with_decode_defaults_and_overrides() -> None:
+    cfg = eval_config("checkpoint=x.pt", "decode.beam_size=10", "decode.alpha=0.6", "out=hyp.de")
+    assert isinstance(cfg, EvaluateConfig) and cfg.decode.beam_size == 10 and cfg.out == "hyp.de"
+    tcfg = eval_config("checkpoint=x.pt", "decode=greedy", "show_attention=true", name="translate",
+                       schema=TranslateConfig)
+    assert isinstance(tcfg, TranslateConfig) and tcfg.decode.beam_size == 1 and tcfg.show_attention
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["src=a", "split=val"], "set one of them"),
+    (["ref=b"], "ref= needs src="),
+    (["decode.nbest=6"], "decode.nbest must be between 1 and decode.beam_size"),
+])
+def test_bad_settings_are_config_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        eval_config("checkpoint=x.pt", *overrides)

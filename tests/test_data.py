@@ -1,13 +1,17 @@
-"""Reading corpora, filtering, and bucketed batches."""
+"""Reading parallel files, filtering, batching, subword sampling (seq2seq/data.py); fuzzed with hypothesis."""
 
 from __future__ import annotations
 
 import gzip
 import logging
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import toy_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seq2seq.data import Example, filter_pairs, make_batches, padding_fraction, read_parallel
 from seq2seq.errors import DataError
@@ -89,3 +93,84 @@ def test_shuffling_is_seeded_and_differs_between_epochs() -> None:
 
     assert plan(3) == plan(3)
     assert plan(3) != plan(4)
+
+
+def test_subword_sampling_resegments_every_epoch_reproducibly(tmp_path: Path) -> None:
+    from seq2seq.data import BatchPlan, load_corpus
+
+    cfg = toy_config(tmp_path, "data.sampling_alpha=0.1")
+    corpus = load_corpus(cfg.data)
+    assert corpus.resegmenter(toy_config(tmp_path).data) is None  # off unless data.sampling_alpha is set
+    plan = BatchPlan(corpus.train, 500, None, seed=7, resegment=corpus.resegmenter(cfg.data))
+    epochs = {}
+    for epoch in (1, 2, 1):
+        batches = plan.epoch(epoch)
+        assert sorted(i for b in batches for i in b) == list(range(len(plan.examples)))
+        assert epochs.setdefault(epoch, plan.examples) == plan.examples  # the same again for the same epoch
+    assert epochs[1] != epochs[2] and epochs[1] != corpus.train  # sampled, not the one best segmentation
+    tok = corpus.tokenizer
+    assert [e.index for e in epochs[1]] == [e.index for e in corpus.train]
+    for side, proc in (("src", tok.src), ("tgt", tok.tgt)):  # only the segmentation changes, never the text
+        best = [getattr(e, side) for e in corpus.train]
+        sampled = [getattr(e, side) for e in epochs[1]]
+        assert [proc.decode(s) for s in sampled] == [proc.decode(s) for s in best]
+    assert sum(len(e.tgt) for e in epochs[1]) > sum(len(e.tgt) for e in corpus.train)
+
+
+# any unicode line without line breaks of its own ("\n" ends a line; a trailing "\r" is a CRLF ending)
+LINE = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(LINE, LINE), max_size=20), st.booleans())
+def test_reader_returns_exactly_the_lines_written(pairs: list[tuple[str, str]], gz: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for lang, side in (("xx", 0), ("yy", 1)):
+            data = "".join(p[side] + "\n" for p in pairs).encode("utf-8")
+            if gz:
+                (d / f"train.{lang}.gz").write_bytes(gzip.compress(data))
+            else:
+                (d / f"train.{lang}").write_bytes(data)
+        src, tgt = read_parallel(d, "train", "xx", "yy")
+    assert src == [p[0] for p in pairs] and tgt == [p[1] for p in pairs]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_read_or_fail_with_a_data_error(blob: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "train.xx").write_bytes(blob)
+        (d / "train.yy").write_bytes(blob)
+        raw = blob.split(b"\n")[:-1] if blob.endswith(b"\n") else blob.split(b"\n")  # the file's lines
+        raw = [] if blob == b"" else raw
+        bad = next((n for n, line in enumerate(raw, 1) if not _is_utf8(line)), None)
+        try:
+            src, tgt = read_parallel(d, "train", "xx", "yy")
+        except DataError as err:
+            assert bad is not None and f"train.xx:{bad}: invalid UTF-8" in str(err)
+        else:
+            assert bad is None
+            assert src == [line.decode("utf-8").rstrip("\r\n") for line in raw] and tgt == src
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.lists(st.integers(4, 99), max_size=8), st.lists(st.integers(4, 99), max_size=8)),
+                min_size=1, max_size=20))
+def test_filter_keeps_exactly_the_usable_pairs(pairs: list[tuple[list[int], list[int]]]) -> None:
+    usable = [i for i, (s, t) in enumerate(pairs) if s and t and len(s) <= 5 and len(t) <= 5]
+    try:
+        kept = filter_pairs([p[0] for p in pairs], [p[1] for p in pairs], max_len=5, name="fuzz")
+    except DataError:
+        assert not usable
+    else:
+        assert [e.index for e in kept] == usable

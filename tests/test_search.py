@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -17,10 +18,11 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig
 from seq2seq.errors import ConfigError
-from seq2seq.search import beam_search, greedy_search, length_penalty, max_output_length
+from seq2seq.search import beam_search, greedy_search, length_penalty, max_output_length, search
 from seq2seq.vocab import BOS, EOS, PAD
 
 A, B = 4, 5  # two ordinary target tokens
+
 
 Dist = Callable[[int, tuple[int, ...]], Tensor]  # (sentence id, prefix without BOS) -> log-probs (V,)
 
@@ -123,8 +125,6 @@ def log_prob_sum(dist: Dist, sent: int, tokens: list[int], with_eos: bool) -> fl
     return sum(float(dist(sent, tuple(seq[:i]))[tok]) for i, tok in enumerate(seq))
 
 
-# 1. beam size 1 is greedy ------------------------------------------------------------------
-
 def test_beam_size_one_equals_greedy() -> None:
     model = ScriptedModel(table_dist(), 8)
     src, lens = batch([0, 1, 2, 3], [3, 5, 2, 7])
@@ -161,8 +161,6 @@ def test_beam_size_one_equals_greedy_when_alpha_favours_longer() -> None:
                        DecodeConfig(beam_size=3, alpha=2.0, nbest=3))
     assert wide.tokens == [[[A, B, B, B], [B], [A]]]
 
-
-# 2. a case where greedy and beam must disagree --------------------------------------------
 
 def garden_path(prefix: tuple[int, ...]) -> dict[int, float]:
     if prefix == ():
@@ -202,8 +200,6 @@ def test_exact_bound_stops_before_k_finished() -> None:
     assert three.scores[0][2] == pytest.approx(math.log(0.6 * 0.33), abs=1e-6)
 
 
-# 3. a batch decodes like its sentences one by one ------------------------------------------
-
 @pytest.mark.parametrize("beam_size", [0, 1, 3, 5])  # 0 stands for greedy
 def test_batch_equals_one_by_one(beam_size: int) -> None:
     model = ScriptedModel(table_dist(), 8)
@@ -223,8 +219,6 @@ def test_batch_equals_one_by_one(beam_size: int) -> None:
         for x, y in zip(together.attention[i], alone.attention[0], strict=True):
             assert torch.equal(x, y)
 
-
-# 4. n-best lists -------------------------------------------------------------------------
 
 def test_nbest_sorted_distinct_and_rescored() -> None:
     model = ScriptedModel(table_dist(), 8)
@@ -263,8 +257,6 @@ def test_wide_beam_finds_exact_nbest(alpha: float, nbest: int) -> None:
     assert out.scores[0] == pytest.approx([s for s, _ in scored[:nbest]], abs=1e-5)
 
 
-# 5. length penalty ----------------------------------------------------------------------
-
 def short_or_long(prefix: tuple[int, ...]) -> dict[int, float]:
     if prefix == ():
         return {A: 0.55, B: 0.45}
@@ -293,8 +285,6 @@ def test_length_penalty_changes_the_winner() -> None:
     assert penalised.scores[0][0] == pytest.approx(math.log(0.45) / (10 / 6) ** 2, abs=1e-6)
     assert greedy_search(model, src, lens, DecodeConfig()).tokens == [[[A]]]
 
-
-# 6. length limit and early stop ---------------------------------------------------------
 
 def test_max_output_length() -> None:
     assert max_output_length(torch.tensor([2, 4, 7]), 1.5, 1).tolist() == [4, 7, 11]
@@ -336,8 +326,6 @@ def test_stops_when_every_sentence_is_done() -> None:
     assert model.rows == [3, 3, 2, 1, 1]
 
 
-# 7. attention --------------------------------------------------------------------------
-
 def test_attention_shapes_and_rows() -> None:
     model = ScriptedModel(table_dist(), 8)
     src, lens = batch([0, 1, 2, 3], [4, 1, 6, 3])
@@ -353,8 +341,6 @@ def test_attention_shapes_and_rows() -> None:
                 fed = [BOS] + t  # the token fed at each step
                 assert att.argmax(1).tolist() == [(i + fed[i]) % lens[s].item() for i in range(rows)]
 
-
-# 8. bad arguments ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(beam_size=0), "beam_size"),
@@ -376,3 +362,37 @@ def test_bad_inputs() -> None:
         greedy_search(model, src, lens[:1], DecodeConfig())
     with pytest.raises(ValueError, match="src must be"):
         beam_search(model, src[0], lens, DecodeConfig())
+
+
+class _Mask(NamedTuple):
+    mask: torch.Tensor  # (B, S) encoder output: only the mask; also serves as the (empty) decoder state
+
+    def select(self, idx: torch.Tensor) -> _Mask:
+        return _Mask(self.mask.index_select(0, idx))
+
+
+class _PadLover:
+    """Prefers PAD, then BOS, then EOS, whatever came before."""
+
+    vocab_size = 6
+
+    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> _Mask:
+        return _Mask(torch.arange(src.size(1)) < src_lens.unsqueeze(1))
+
+    def init_state(self, enc: _Mask) -> _Mask:
+        return enc
+
+    def decode_step(self, prev: torch.Tensor, enc: _Mask,
+                    state: _Mask) -> tuple[torch.Tensor, torch.Tensor, _Mask]:
+        logits = torch.tensor([5.0, 0.0, 4.0, 3.0, 1.0, 1.0]).repeat(prev.size(0), 1)  # (N, V)
+        attn = enc.mask.float() / enc.mask.sum(1, keepdim=True)  # (N, S)
+        return logits.log_softmax(-1), attn, state
+
+
+def test_search_never_emits_pad_or_bos() -> None:
+    src, lens = torch.tensor([[4, 5, 4]]), torch.tensor([3])
+    for decode in (DecodeConfig(beam_size=1), DecodeConfig(beam_size=2, nbest=2)):
+        out = search(_PadLover(), src, lens, decode)  # type: ignore[arg-type]
+        for tokens in out.tokens[0]:
+            assert PAD not in tokens and BOS not in tokens
+        assert out.tokens[0][0] == []  # EOS at once

@@ -1,20 +1,38 @@
-"""seq2seq-evaluate on the small toy reverse model: its scores are sacreBLEU's own, its inputs and errors."""
+"""The console scripts (seq2seq/cli.py), run as subprocesses: seq2seq-train, seq2seq-evaluate,
+seq2seq-translate."""
 
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
+from conftest import LONG, TRANSLATE, run_translate
 
 from seq2seq.checkpoint import checkpoint_config, load_checkpoint
-from seq2seq.config import Config, DataConfig, EvaluateConfig, TranslateConfig, register_configs, to_dataclass
-from seq2seq.errors import ConfigError, DataError
-from seq2seq.evaluate import read_inputs, resolve_inputs
+from seq2seq.config import (
+    Config,
+)
 from seq2seq.translator import Translator
+
+
+def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("seq2seq-train"))
+    args = [exe, "experiment=toy", "train.max_steps=3", f"data.dir={tmp_path / 'data'}",
+            f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for name in ("best.pt", "last.pt", "spm.model", "metrics.jsonl", "train.log"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert out.stdout == ""  # logs go to stderr
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "resume=true" in again.stderr
+
 
 EVALUATE = "from seq2seq.cli import evaluate; evaluate()"
 
@@ -129,53 +147,93 @@ def test_missing_checkpoint_exits_2_with_a_message(tmp_path: Path) -> None:
     assert proc.stderr.splitlines()[-1].startswith(f"error: no checkpoint at {tmp_path / 'none.pt'}; pass")
 
 
-# ---- inputs, in process ---------------------------------------------------------------------------
 
 
-def eval_config(*overrides: str, name: str = "evaluate", schema: type = EvaluateConfig) -> object:
-    from hydra import compose, initialize_config_module
-
-    register_configs()
-    with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
-        return to_dataclass(compose(config_name=name, overrides=list(overrides)), schema)
-
-
-def test_configs_compose_with_decode_defaults_and_overrides() -> None:
-    cfg = eval_config("checkpoint=x.pt", "decode.beam_size=10", "decode.alpha=0.6", "out=hyp.de")
-    assert isinstance(cfg, EvaluateConfig) and cfg.decode.beam_size == 10 and cfg.out == "hyp.de"
-    tcfg = eval_config("checkpoint=x.pt", "decode=greedy", "show_attention=true", name="translate",
-                       schema=TranslateConfig)
-    assert isinstance(tcfg, TranslateConfig) and tcfg.decode.beam_size == 1 and tcfg.show_attention
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["src=a", "split=val"], "set one of them"),
-    (["ref=b"], "ref= needs src="),
-    (["decode.nbest=6"], "decode.nbest must be between 1 and decode.beam_size"),
-])
-def test_bad_settings_are_config_errors(overrides: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        eval_config("checkpoint=x.pt", *overrides)
+def test_piped_one_line_out_per_line_in(toy_run: Path, translator: Translator) -> None:
+    lines = ["a b c", "", "größer 東京 😀 ñ", "a\tb\x00c \x1b[31m d", "x\ry", "\x0b\x0c\u2028 e", "   ",
+             LONG, "k l m n o p"]
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    data += b"q \xff r\r\n" + b"s t"  # bad UTF-8, a CRLF ending, no final newline
+    proc = run_translate(toy_run / "best.pt", data)
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode("utf-8").split("\n")
+    assert out[-1] == "" and len(out) - 1 == len(lines) + 2  # one line per input line, every one ended
+    expected = translator.translate([*lines, "q \ufffd r", "s t"])
+    assert out[:-1] == expected
+    assert out[1] == "" and out[6] == ""  # empty and blank inputs get empty lines
+    assert "truncated" in proc.stderr.decode()
 
 
-def test_resolve_inputs(tmp_path: Path) -> None:
-    data = DataConfig(dir=str(tmp_path), src_lang="en", tgt_lang="de", test_split="test_2016")
-    for name in ("test_2016.en", "test_2016.de", "val.en"):
-        (tmp_path / name).write_text("a\n", encoding="utf-8")
-    run = tmp_path / "run" / "best.pt"
-    default = resolve_inputs(EvaluateConfig(checkpoint=str(run)), data)
-    assert (default.name, default.src.name, default.out) == ("test_2016", "test_2016.en",
-                                                             str(run.parent / "hyp.test_2016.de"))
-    alias = resolve_inputs(EvaluateConfig(checkpoint=str(run), split="test"), data)
-    assert alias.name == "test_2016"
-    val = resolve_inputs(EvaluateConfig(checkpoint=str(run), split="val"), data)
-    assert val.ref is None  # no val.de: only translate
-    pair = resolve_inputs(EvaluateConfig(checkpoint=str(run), src=str(tmp_path / "val.en")), data)
-    assert (pair.ref, pair.out) == (None, "-")
-    with pytest.raises(DataError, match="no source file .*nope.en"):
-        resolve_inputs(EvaluateConfig(checkpoint=str(run), src=str(tmp_path / "nope.en")), data)
-    with pytest.raises(DataError, match="Splits in .*: test_2016, val; pick one with split="):
-        resolve_inputs(EvaluateConfig(checkpoint=str(run), split="dev"), data)
-    with pytest.raises(DataError, match="data directory .* does not exist here; pass data_dir="):
-        resolve_inputs(EvaluateConfig(checkpoint=str(run), data_dir=str(tmp_path / "nowhere")), data)
-    assert read_inputs(default) == (["a"], ["a"])
+def test_piped_answers_each_line_before_the_next(toy_run: Path, tmp_path: Path,
+                                                 translator: Translator) -> None:
+    """A coprocess: each answer arrives while stdin stays open; attention goes to stderr and PNGs."""
+    cmd = [sys.executable, "-c", TRANSLATE, f"checkpoint={toy_run / 'best.pt'}", "threads=2",
+           "show_attention=true", f"attention_plots={tmp_path / 'plots'}"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUTF8": "1"})
+    try:
+        answers = []
+        for line in ("a b c", "d e f g"):
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.flush()
+            answers.append(_read_line(proc.stdout, timeout=120))
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, stderr
+    finally:
+        proc.kill()
+    assert answers == [t + "\n" for t in translator.translate(["a b c", "d e f g"])]
+    assert rest == b""  # nothing else on stdout
+    pieces = translator.translations(["d e f g"])[0].src_pieces
+    assert pieces in [row.split() for row in stderr.splitlines()]  # the attention table's header
+    assert "</s>" in stderr
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["00001.png", "00002.png"]
+
+
+def _read_line(stream: IO[bytes], timeout: float) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        ready, _, _ = select.select([stream], [], [], timeout)
+        assert ready, f"no answer within {timeout} s (got {data!r})"
+        chunk = os.read(stream.fileno(), 1)
+        assert chunk, f"stdout closed early (got {data!r})"
+        data += chunk
+    return data.decode("utf-8")
+
+
+def test_piped_nbest_blocks(toy_run: Path, translator: Translator) -> None:
+    lines = ["a b c d", "", "e f g h i"]
+    proc = run_translate(toy_run / "best.pt", "".join(x + "\n" for x in lines).encode(), "decode.nbest=3")
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = proc.stdout.decode()
+    assert out.endswith("\n\n")
+    blocks: list[list[str]] = [[]]
+    for row in out[:-1].split("\n"):  # a block per input, each ended by an empty line
+        if row:
+            blocks[-1].append(row)
+        else:
+            blocks.append([])
+    assert len(blocks) - 1 == len(lines) and blocks[-1] == []
+    best = translator.translate(lines)
+    assert blocks[1] == []  # an empty input has no candidates
+    for block, first in zip((blocks[0], blocks[2]), (best[0], best[2]), strict=True):
+        rows = [row.split("\t") for row in block]
+        assert 1 <= len(rows) <= 3 and all(len(r) == 2 for r in rows)
+        scores, texts = [float(r[0]) for r in rows], [r[1] for r in rows]
+        assert scores == sorted(scores, reverse=True) and len(set(texts)) == len(texts)
+        assert texts[0] == first
+
+
+def test_piped_long_source_error_policy_stops_with_status_2(toy_run: Path) -> None:
+    proc = run_translate(toy_run / "best.pt", f"a b\n{LONG}\nc d\n".encode(), "max_src_len_policy=error")
+    assert proc.returncode == 2
+    assert proc.stdout.decode() == "b a\n"
+    assert proc.stderr.decode().strip().splitlines()[-1].startswith("error: line 2: the source has")
+
+
+def test_translate_without_checkpoint_says_what_to_pass() -> None:
+    proc = subprocess.run([sys.executable, "-c", TRANSLATE], input=b"", capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == b""
+    assert b"error: no checkpoint given: pass checkpoint=" in proc.stderr

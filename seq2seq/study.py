@@ -1,0 +1,77 @@
+"""Measures for comparing attention variants: BLEU by source length, the attention's entropy and how much of
+it lies near the diagonal, and paired bootstrap significance (sacreBLEU's own test).
+
+scripts/compare_attention.py runs the study; these functions are its arithmetic, tested on hand-made
+inputs in tests/test_study.py.
+
+Shapes: T target length (rows, EOS included), S source length (columns).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import sacrebleu
+import torch
+from torch import Tensor
+
+LENGTH_EDGES = (10, 15, 20, 30)  # source subwords: buckets 1-10, 11-15, 16-20, 21-30, 31+
+
+
+def length_bucket(length: int, edges: Sequence[int] = LENGTH_EDGES) -> int:
+    """The bucket of a source ``length``: 0 for <= edges[0], ..., len(edges) beyond the last edge."""
+    return next((i for i, edge in enumerate(edges) if length <= edge), len(edges))
+
+
+def bucket_labels(edges: Sequence[int] = LENGTH_EDGES) -> list[str]:
+    lows = [1] + [e + 1 for e in edges]
+    return [f"{lo}-{hi}" for lo, hi in zip(lows, edges, strict=False)] + [f"{lows[-1]}+"]
+
+
+def bleu_by_length(hypotheses: Sequence[str], references: Sequence[str], src_lengths: Sequence[int],
+                   edges: Sequence[int] = LENGTH_EDGES) -> list[tuple[str, int, float | None]]:
+    """Corpus BLEU of the sentences in each source-length bucket (Bahdanau et al. 2015, Fig. 2; Luong et al.
+    2015, Fig. 6): (label, sentences, BLEU), BLEU None for an empty bucket."""
+    buckets: list[list[int]] = [[] for _ in range(len(edges) + 1)]
+    for i, n in enumerate(src_lengths):
+        buckets[length_bucket(n, edges)].append(i)
+    out = []
+    for label, members in zip(bucket_labels(edges), buckets, strict=True):
+        if not members:
+            out.append((label, 0, None))
+            continue
+        hyp, ref = [hypotheses[i] for i in members], [references[i] for i in members]
+        out.append((label, len(members), sacrebleu.corpus_bleu(hyp, [ref]).score))
+    return out
+
+
+def attention_entropy(weights: Tensor) -> float:
+    """Mean over target rows of the entropy -sum_s a_s log a_s (nats) of (T, S) weights: 0 when every row
+    looks at one position, log S when it spreads evenly."""
+    w = weights.double()
+    rows = -(w * torch.log(w.clamp_min(1e-300))).sum(-1)  # (T,) 0 log 0 = 0
+    return float(rows.mean())
+
+
+def diagonal_mass(weights: Tensor, width: int = 1) -> float:
+    """Mean over target rows of the weight within ``width`` source positions of the diagonal, the line from the
+    first target row at the first source position to the last row at the last position. 1 for a strictly
+    monotone alignment, about (2 width + 1) / S for weights spread evenly."""
+    t, s = weights.shape
+    centre = torch.arange(t, dtype=torch.float64) * ((s - 1) / max(t - 1, 1))  # (T,)
+    distance = (torch.arange(s, dtype=torch.float64).unsqueeze(0) - centre.unsqueeze(1)).abs()  # (T, S)
+    return float((weights.double() * (distance <= width + 1e-9)).sum(-1).mean())
+
+
+def paired_bootstrap(baseline: tuple[str, Sequence[str]], systems: Sequence[tuple[str, Sequence[str]]],
+                     references: Sequence[str], samples: int = 1000) -> dict[str, float]:
+    """p-value of each system's BLEU against the baseline's by paired bootstrap resampling (Koehn 2004), as
+    sacreBLEU's ``--paired-bs`` computes it (seeded by SACREBLEU_SEED, 12345 by default)."""
+    from sacrebleu.significance import PairedTest
+
+    test = PairedTest([baseline, *systems], {"BLEU": sacrebleu.metrics.BLEU()}, [list(references)],
+                      test_type="bs", n_samples=samples)
+    _, results = test()
+    p_values = [r.p_value for r in results["BLEU"][1:]]  # the first result is the baseline's
+    return {name: (math.nan if p is None else float(p)) for (name, _), p in zip(systems, p_values, strict=True)}

@@ -1,0 +1,85 @@
+"""The attention study's measures (seq2seq/study.py) on hand-made inputs, and its script on the toy model."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq import study
+from seq2seq.study import attention_entropy, bleu_by_length, bucket_labels, diagonal_mass, length_bucket
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_length_buckets_and_their_labels() -> None:
+    edges = (10, 20)
+    assert [length_bucket(n, edges) for n in (1, 10, 11, 20, 21, 99)] == [0, 0, 1, 1, 2, 2]
+    assert bucket_labels(edges) == ["1-10", "11-20", "21+"]
+
+
+def test_bleu_by_length_scores_each_bucket_alone() -> None:
+    refs = ["a cat sat on the mat today", "the dog ran in the park", "x y z w v u"]
+    hyps = [refs[0], "no overlap whatsoever here at all", refs[2]]
+    out = bleu_by_length(hyps, refs, [5, 12, 30], edges=(10, 20))
+    assert [(label, n) for label, n, _ in out] == [("1-10", 1), ("11-20", 1), ("21+", 1)]
+    assert out[0][2] == pytest.approx(100.0) and out[1][2] == pytest.approx(0.0) and out[2][2] == pytest.approx(100.0)
+    assert bleu_by_length(hyps, refs, [5, 5, 5], edges=(10, 20))[1] == ("11-20", 0, None)
+
+
+def test_entropy_is_zero_for_one_hot_rows_and_log_s_for_even_ones() -> None:
+    assert attention_entropy(torch.eye(4)) == pytest.approx(0.0)
+    assert attention_entropy(torch.full((3, 5), 0.2)) == pytest.approx(math.log(5))
+    mixed = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    assert attention_entropy(mixed) == pytest.approx(math.log(2) / 2)
+
+
+def test_diagonal_mass() -> None:
+    assert diagonal_mass(torch.eye(6)) == pytest.approx(1.0)
+    assert diagonal_mass(torch.eye(6).flip(1), width=0) == pytest.approx(0.0)  # reversed: off the diagonal
+    even = torch.full((9, 9), 1 / 9)
+    assert diagonal_mass(even, width=1) == pytest.approx((3 * 7 + 2 * 2) / 9 / 9)  # 3 columns inside, 2 at the ends
+    stretched = torch.zeros(3, 5)  # 3 target rows over 5 source positions: the diagonal goes 0, 2, 4
+    stretched[0, 0] = stretched[1, 2] = stretched[2, 4] = 1.0
+    assert diagonal_mass(stretched, width=0) == pytest.approx(1.0)
+
+
+def test_paired_bootstrap_is_sacrebleus_with_the_baseline_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {}
+
+    class FakeTest:
+        def __init__(self, named_systems, metrics, references, test_type, n_samples):
+            calls.update(systems=[n for n, _ in named_systems], metrics=list(metrics), refs=references,
+                         test_type=test_type, n_samples=n_samples)
+
+        def __call__(self):
+            result = type("R", (), {})
+            base, a, b = result(), result(), result()
+            base.p_value, a.p_value, b.p_value = None, 0.01, 0.4
+            return {}, {"BLEU": [base, a, b]}
+
+    import sacrebleu.significance
+
+    monkeypatch.setattr(sacrebleu.significance, "PairedTest", FakeTest)
+    p = study.paired_bootstrap(("base", ["x"]), [("a", ["y"]), ("b", ["z"])], ["r"], samples=500)
+    assert p == {"a": 0.01, "b": 0.4}
+    assert calls == {"systems": ["base", "a", "b"], "metrics": ["BLEU"], "refs": [["r"]], "test_type": "bs",
+                     "n_samples": 500}
+
+
+def test_the_study_summarizes_a_run(toy_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    script = ROOT / "scripts" / "compare_attention.py"
+    proc = subprocess.run([sys.executable, str(script), "--summarize", str(toy_run), str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.read_text())
+    assert summary["test_bleu"] > 90 and len(summary["hypotheses"]) == len(summary["src_lengths"])
+    assert 0 < summary["diagonal"] <= 1 and summary["entropy"] >= 0
+    assert summary["heatmaps"] and summary["heatmaps"][0]["line"] == 3
+
