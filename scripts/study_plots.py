@@ -15,6 +15,18 @@ def _pyplot():
     return plt
 
 
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, grid, legend, and the PNG at ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Validation BLEU (greedy) against training minutes, the first seed of each variant."""
     plt = _pyplot()
@@ -22,14 +34,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     for r in rows:
         xs, ys = zip(*r["curve"][0], strict=True)
         ax.plot(xs, ys, marker=".", label=r["variant"])
-    ax.set_xlabel("training minutes (one thread, validation included)")
-    ax.set_ylabel("validation BLEU (greedy)")
-    ax.set_title(f"Multi30k en-de: attention variants (seed {rows[0]['seeds'][0]})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, "training minutes (one thread, validation included)", "validation BLEU (greedy)",
+            f"Multi30k en-de: attention variants (seed {rows[0]['seeds'][0]})")
 
 
 def plot_by_length(rows: list[dict], path: Path) -> None:
@@ -39,14 +45,8 @@ def plot_by_length(rows: list[dict], path: Path) -> None:
     for r in rows:
         labels = [f"{b[0]}\n({b[1]})" for b in r["bleu_by_length"]]
         ax.plot(labels, [b[2] for b in r["bleu_by_length"]], marker="o", label=r["variant"])
-    ax.set_xlabel("source length in subwords (sentences)")
-    ax.set_ylabel("test BLEU (beam 5)")
-    ax.set_title("BLEU by source length, test_2016_flickr")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(fig, ax, path, "source length in subwords (sentences)", "test BLEU (beam 5)",
+            "BLEU by source length, test_2016_flickr")
 
 
 def plot_heatmaps(rows: list[dict], path: Path) -> None:
