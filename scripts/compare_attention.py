@@ -39,8 +39,8 @@ VARIANTS = {
 # A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in a
 # few hours of two cores; plateau schedule and early stopping, so each run ends when it has converged.
 STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
-         "model.attention_heads=4", "model.dropout=0.2", "train.batch_tokens=3000", "train.max_minutes=null",
-         "train.max_epochs=25", "train.patience=3", "optim.schedule=plateau", "optim.lr_patience=1", "threads=1"]
+         "model.dropout=0.2", "train.max_minutes=null", "train.max_epochs=25", "train.patience=3",
+         "optim.schedule=plateau", "threads=1"]
 HEATMAP_SENTENCES = (3, 150, 777)  # test_2016_flickr lines shown side by side
 
 
@@ -68,18 +68,21 @@ def summarize(run: Path, out_json: Path) -> None:
 
     cpu.setup(1)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    timing = [json.loads(x) for x in (run / "timing.jsonl").read_text().splitlines()]
-    best = max(range(len(metrics)), key=lambda i: metrics[i]["bleu"])
+    # by step: a resumed run's timing.jsonl still holds what the killed process logged after its last save
+    timing = {t["step"]: t for t in map(json.loads, (run / "timing.jsonl").read_text().splitlines())}
+    timing = [timing[m["step"]] for m in metrics]
+    best = max(i for i, m in enumerate(metrics) if m["best"])  # the record best.pt was saved at
     translator = Translator.from_checkpoint(run / "best.pt", device="cpu")
+    attends = translator.config.model.attention != "none"
     data = translator.config.data
     src, ref = read_parallel(data.dir, data.test_split, data.src_lang, data.tgt_lang)
     results = translator.translations(src)
     hyps = [r.text for r in results]
     test = score(hyps, ref)
-    maps = [r.attention[0] for r in results if r.attention]
+    maps = [r.attention[0] for r in results if r.attention] if attends else []
     heatmaps = [{"line": i, "src": results[i].src_pieces, "tgt": results[i].tgt_pieces[0],
                  "weights": [[round(float(w), 4) for w in row] for row in results[i].attention[0]]}
-                for i in HEATMAP_SENTENCES if i < len(results) and results[i].attention]
+                for i in HEATMAP_SENTENCES if attends and i < len(results) and results[i].attention]
     summary = {
         "params": translator.model.num_parameters(), "valid_bleu": metrics[best]["bleu"],
         "valid_chrf": metrics[best]["chrf"], "test_bleu": test.bleu, "test_chrf": test.chrf,
@@ -88,8 +91,11 @@ def summarize(run: Path, out_json: Path) -> None:
         "entropy": statistics.fmean(attention_entropy(m) for m in maps) if maps else None,
         "diagonal": statistics.fmean(diagonal_mass(m) for m in maps) if maps else None,
         "src_lengths": [len(r.src_pieces) for r in results], "hypotheses": hyps, "heatmaps": heatmaps,
+        "test": [data.dir, data.test_split, data.src_lang, data.tgt_lang],
     }
-    out_json.write_text(json.dumps(summary), encoding="utf-8")
+    tmp = out_json.with_name(out_json.name + ".tmp")  # a kill mid-write must not leave a "done" run
+    tmp.write_text(json.dumps(summary), encoding="utf-8")
+    tmp.replace(out_json)
 
 
 def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> None:
@@ -115,7 +121,9 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
 
     done = {(n, s): json.loads((out / "runs" / f"{n}_s{s}.json").read_text()) for n in VARIANTS for s in seeds
             if (out / "runs" / f"{n}_s{s}.json").exists()}
-    _, ref = read_parallel("data/multi30k", "test_2016_flickr", "en", "de")
+    if not done:
+        raise SystemExit(f"no finished runs in {out / 'runs'} yet")
+    _, ref = read_parallel(*next(iter(done.values()))["test"])
     rows = []
     for name in VARIANTS:
         mine = [(s, done[name, s]) for s in seeds if (name, s) in done]
@@ -147,8 +155,8 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| attention | seeds | params | valid BLEU | test BLEU (beam 5) | test chrF | p vs bahdanau (max) | "
-             "tokens/s | minutes to best | entropy (nats) | diagonal mass |",
+    lines = ["| attention | seeds | params | valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
+             "p vs bahdanau (max) | tokens/s | minutes to best | entropy (nats) | diagonal mass |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         p = f"{max(r['p_vs_bahdanau']):.4f}" if r["p_vs_bahdanau"] else "–"

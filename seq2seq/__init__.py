@@ -1,4 +1,4 @@
-"""seq2seq: RNN encoder-decoder translation with Bahdanau and Luong attention.
+"""seq2seq: RNN encoder-decoder translation with Bahdanau, Luong, scaled dot-product and multi-head attention.
 
 Shape legend used in every docstring and comment:
 B batch, S source length, T target length, K beam, H hidden, E embedding, V vocabulary, L layers.

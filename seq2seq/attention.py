@@ -2,25 +2,25 @@
 
 The base class masks padding, normalises with a softmax and takes the weighted sum of the memory;
 a subclass writes only ``score`` (and ``project_keys`` when part of its score does not depend on the
-decoder step, so it is computed once per batch). With ``window=D`` the base class turns any score into
-Luong et al.'s local-p attention.
+decoder step, so it is computed once per batch; multi-head attention also its own ``combine``). With
+``window=D`` the base class turns any score into Luong et al.'s local-p attention. Which name uses
+which class is the registry's business (seq2seq/variants.py).
 
 Shapes: B batch, S source length, Hq query (decoder) size, Hm memory (encoder output) size, A the
-hidden size of additive scores.
+hidden size of additive scores and the width multi-head attention's N heads share (d = A / N each).
 
 References: Bahdanau, Cho, Bengio (2015), "Neural Machine Translation by Jointly Learning to Align and
 Translate", eq. (5)-(6) and appendix A.1.2; Luong, Pham, Manning (2015), "Effective Approaches to
-Attention-based Neural Machine Translation", eq. (7)-(10).
+Attention-based Neural Machine Translation", eq. (7)-(10); Vaswani et al. (2017), "Attention Is All You
+Need", eq. (1) and section 3.2.2.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from seq2seq.errors import ConfigError
+from seq2seq.variants import ATTENTIONS
 
 
 class Attention(nn.Module):
@@ -39,10 +39,6 @@ class Attention(nn.Module):
             self.w_p = nn.Linear(query_size, attention_size, bias=False)
             self.v_p = nn.Linear(attention_size, 1, bias=False)
 
-    @staticmethod
-    def size_problem(query_size: int, memory_size: int, attention_size: int, heads: int) -> str | None:
-        """Why these sizes cannot be scored, or None (checked once, when the model config is made)."""
-        return None
 
     def project_keys(self, memory: Tensor) -> Tensor:
         """The step-independent part of the score, once per batch. (B, S, Hm) -> (B, S, *)."""
@@ -117,13 +113,6 @@ class ConcatAttention(AdditiveAttention):
 class DotAttention(Attention):
     """Luong eq. (8), dot: score(h_t, h_s) = h_t^T h_s. Needs Hq == Hm (checked in the config)."""
 
-    @staticmethod
-    def size_problem(query_size: int, memory_size: int, attention_size: int, heads: int) -> str | None:
-        if query_size == memory_size:
-            return None
-        return (f"it scores h_t . h_s, so model.dec_hidden ({query_size}) must equal the encoder memory size "
-                f"({memory_size} = model.enc_hidden x directions); set model.dec_hidden={memory_size} or use "
-                "luong_general")
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
@@ -157,12 +146,6 @@ class MultiHeadAttention(Attention):
         self.w_kv = nn.Linear(memory_size, 2 * attention_size, bias=False)  # [W^K, W^V]
         self.w_o = nn.Linear(attention_size, memory_size, bias=False)  # W^O
 
-    @staticmethod
-    def size_problem(query_size: int, memory_size: int, attention_size: int, heads: int) -> str | None:
-        if heads >= 1 and attention_size % heads == 0:
-            return None
-        return (f"model.attention_heads ({heads}) must divide model.attention_size ({attention_size}), the width "
-                "the heads share; change one of them")
 
     def project_keys(self, memory: Tensor) -> Tensor:
         return self.w_kv(memory)  # (B, S, 2A): keys, then values
@@ -198,38 +181,14 @@ class GeneralAttention(Attention):
         return torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (B, S)
 
 
-@dataclass(frozen=True)
-class Variant:
-    """A registered attention: its score function and the decoder wiring of its paper."""
-
-    score: type[Attention] | None  # None: no attention at all
-    wiring: str  # the decoder (seq2seq/decoder.py, DECODERS): "bahdanau", "luong" or "none"
-
-
-# The registry: what model/attention= accepts (ModelConfig checks names and sizes against it) and, through
-# the wiring, which decoder is built and how wide its output is.
-ATTENTIONS: dict[str, Variant] = {
-    "bahdanau": Variant(AdditiveAttention, "bahdanau"),
-    "luong_concat": Variant(ConcatAttention, "luong"),
-    "luong_dot": Variant(DotAttention, "luong"),
-    "luong_general": Variant(GeneralAttention, "luong"),
-    "scaled_dot": Variant(ScaledDotAttention, "luong"),
-    "multihead": Variant(MultiHeadAttention, "luong"),
-    "none": Variant(None, "none"),
-}
-
-
-def variant(name: str) -> Variant:
-    """The registered attention called ``name``; an unknown name lists the right ones."""
-    if name not in ATTENTIONS:
-        raise ConfigError(f"unknown attention {name!r} (model/attention=...); choose one of "
-                          f"{', '.join(sorted(ATTENTIONS))}")
-    return ATTENTIONS[name]
+# The score classes by name; seq2seq/variants.py (the registry) says which attention uses which.
+SCORES: dict[str, type[Attention]] = {cls.__name__: cls for cls in (
+    AdditiveAttention, ConcatAttention, DotAttention, GeneralAttention, ScaledDotAttention, MultiHeadAttention)}
 
 
 def build_attention(name: str, query_size: int, memory_size: int, attention_size: int,
                     window: int | None = None, heads: int = 1) -> Attention:
-    """The attention called ``name`` (a name with a score function; ModelConfig checked it)."""
+    """The attention called ``name`` in the registry (one with a score function; ModelConfig checked it)."""
     score = ATTENTIONS[name].score
     assert score is not None, f"{name} has no score function"
-    return score(query_size, memory_size, attention_size, window, heads)
+    return SCORES[score](query_size, memory_size, attention_size, window, heads)

@@ -170,7 +170,7 @@ def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
     if payload.get("pair") != pair:
         raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
                           f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
-    if payload["config"]["model"] != to_dict(cfg.model):
+    if to_dict(checkpoint_config(payload, path).model) != to_dict(cfg.model):  # the schema fills newer keys
         raise ConfigError(f"{path} was trained with a different model config; resume with the same model settings")
     for group in ("optim", "train"):  # allowed (a longer budget, say), but the schedule changes with them
         saved, now = payload["config"].get(group, {}), to_dict(getattr(cfg, group))

@@ -74,7 +74,8 @@ def _train(dcfg: DictConfig) -> None:
 
     cfg: Config = to_dataclass(dcfg, Config)
     cpu.setup(cfg.threads)
-    distributed.init(resolve_device(cfg.device))  # under torchrun: join the process group
+    device = resolve_device(cfg.device)
+    distributed.init(device)  # under torchrun: join the process group
     try:
         # rank 0's directory for all ranks (the default hydra.run.dir holds a time that may differ)
         run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))
@@ -90,7 +91,7 @@ def _train(dcfg: DictConfig) -> None:
             corpus = _load_corpus_once(cfg)
             if distributed.is_main():
                 corpus.tokenizer.save(run_dir)
-            trainer = Trainer(cfg, corpus, run_dir)
+            trainer = Trainer(cfg, corpus, run_dir, device)
             if resume is not None:
                 trainer.resume(resume)
             trainer.run()
@@ -178,10 +179,13 @@ def evaluate() -> None:
 def _heads(translator: Any, result: Any, per_head: bool) -> list[tuple[str, Any]]:
     """("head n", (T+1, S) map) for every head of the best translation when ``per_head`` is set and the model
     has several heads; else nothing (the heads' average is shown anyway)."""
-    if not per_head or not result.attention:
+    if not per_head or not result.attention or translator.config.model.attention == "none":
+        return []
+    if not translator.config.model.attention == "multihead":
+        log.info("per_head=true: %s attention has one head, shown as it is", translator.config.model.attention)
         return []
     heads = translator.head_attention(result)  # (N, T+1, S)
-    return [(f"head {n + 1}", h) for n, h in enumerate(heads)] if heads.size(0) > 1 else []
+    return [(f"head {n + 1}", h) for n, h in enumerate(heads)]
 
 
 def _plot(directory: str, number: int, source: str, result: Any, heads: list[tuple[str, Any]]) -> None:
@@ -207,16 +211,16 @@ def _answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> No
         block = zip(result.scores, result.hypotheses, strict=True)
         sys.stdout.write("".join(f"{s:.4f}\t{h}\n" for s, h in block) + "\n")
     sys.stdout.flush()
+    heads = _heads(translator, result, cfg.per_head) if cfg.show_attention or cfg.attention_plots else []
     if cfg.show_attention and result.attention:
         from seq2seq.plot import format_attention
 
-        maps = [("", result.attention[0])] + _heads(translator, result, cfg.per_head)
-        for name, attention in maps:
+        for name, attention in [("", result.attention[0]), *heads]:
             table = format_attention(result.src_pieces, result.tgt_pieces[0], attention)
             sys.stderr.write((f"{name}:\n" if name else "") + table + "\n")
         sys.stderr.flush()
     if cfg.attention_plots:
-        _plot(cfg.attention_plots, number, line, result, _heads(translator, result, cfg.per_head))
+        _plot(cfg.attention_plots, number, line, result, heads)
 
 
 def _reconfigure_streams() -> None:

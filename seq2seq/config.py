@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seq2seq.errors import ConfigError
+from seq2seq.variants import output_size, size_problem, variant
 
 CELLS = ("gru", "lstm")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -82,7 +83,7 @@ class ModelConfig:
     dec_layers: int = 1
     dropout: float = 0.3
     attention: str = "bahdanau"
-    attention_size: int = 512  # hidden size of additive (bahdanau / luong_concat) scores
+    attention_size: int = 512  # hidden size of additive scores (bahdanau, luong_concat), the heads' shared width
     attention_window: int | None = None  # D of Luong local-p attention; unset = global attention
     attention_heads: int = 4  # heads of multihead attention (they share attention_size)
     tie_embeddings: bool = False  # share the target embedding matrix with the output layer (README, Tuning)
@@ -93,25 +94,21 @@ class ModelConfig:
 
     @property
     def output_size(self) -> int:
-        """Width of the vector fed to the vocabulary projection (the attention's decoder decides)."""
-        from seq2seq.decoder import decoder_class
-
-        return decoder_class(self).output_size(self)
+        """Width of the vector fed to the vocabulary projection (the registry's rule for the attention)."""
+        return output_size(self.attention, self.emb_size, self.dec_hidden)
 
     def __post_init__(self) -> None:
-        from seq2seq.attention import variant  # the registry decides which attentions exist
-
         _choice("model.cell", self.cell, CELLS)
         for name in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers", "attention_size",
                      "attention_heads"):
             _positive(f"model.{name}", getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        spec = variant(self.attention)
-        problem = spec.score and spec.score.size_problem(self.dec_hidden, self.memory_size, self.attention_size,
-                                                         self.attention_heads)
+        spec = variant(self.attention)  # the registry (seq2seq/variants.py) decides which attentions exist
+        problem = size_problem(self.attention, self.dec_hidden, self.memory_size, self.attention_size,
+                               self.attention_heads)
         if problem:
-            raise ConfigError(f"{self.attention}: {problem}")
+            raise ConfigError(problem)
         if self.attention_window is not None:
             _positive("model.attention_window", self.attention_window)
             if spec.wiring != "luong":
@@ -259,7 +256,6 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> C
     with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
     return to_dataclass(cfg, Config)
-
 
 
 

@@ -15,9 +15,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from seq2seq.attention import ATTENTIONS, build_attention
+from seq2seq.attention import build_attention
 from seq2seq.config import ModelConfig
 from seq2seq.encoder import EncoderOutput
+from seq2seq.variants import ATTENTIONS
 from seq2seq.vocab import PAD
 
 
@@ -90,13 +91,8 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.cell = StackedCell(cfg.cell, cfg.emb_size, extra_size, cfg.dec_hidden, cfg.dec_layers, cfg.dropout)
         self.bridge = nn.Linear(bridge_in, cfg.dec_layers * cfg.dec_hidden)
-        self.vocab = nn.Linear(self.output_size(cfg), vocab_size)
+        self.vocab = nn.Linear(cfg.output_size, vocab_size)  # the registry's width (seq2seq/variants.py)
         self.attention = None
-
-    @staticmethod
-    def output_size(cfg: ModelConfig) -> int:
-        """Width of the vector fed to the vocabulary projection: the top decoder state (or h~_t)."""
-        return cfg.dec_hidden
 
     def bridge_input(self, final: Tensor) -> Tensor:
         return final  # (B, Hm)
@@ -141,15 +137,10 @@ class BahdanauDecoder(Decoder):
         bridge_in = cfg.enc_hidden if cfg.bidirectional else cfg.memory_size
         super().__init__(cfg, vocab_size, cfg.memory_size, bridge_in)
         self.attention = build_attention("bahdanau", cfg.dec_hidden, cfg.memory_size, cfg.attention_size)
-        out = self.output_size(cfg)
+        out = cfg.output_size
         self.out_state = nn.Linear(cfg.dec_hidden, 2 * out)  # U_o (maxout pool of 2)
         self.out_emb = nn.Linear(cfg.emb_size, 2 * out, bias=False)  # V_o
         self.out_ctx = nn.Linear(cfg.memory_size, 2 * out, bias=False)  # C_o
-
-    @staticmethod
-    def output_size(cfg: ModelConfig) -> int:
-        """The maxout output t_i, as wide as the embeddings (Bahdanau appendix A.2.2)."""
-        return cfg.emb_size
 
     def bridge_input(self, final: Tensor) -> Tensor:
         return final[:, -self.cfg.enc_hidden:] if self.cfg.bidirectional else final  # (B, H_enc) h<-_1
@@ -216,17 +207,13 @@ class PlainDecoder(Decoder):
         return self.dropout(torch.stack(outputs, 1)), x.new_zeros(b, t, s), DecoderState(hidden, cell, None)
 
 
-DECODERS: dict[str, type[Decoder]] = {  # by wiring (seq2seq/attention.py, ATTENTIONS)
+DECODERS: dict[str, type[Decoder]] = {  # by wiring (seq2seq/variants.py, ATTENTIONS)
     "bahdanau": BahdanauDecoder,
     "luong": LuongDecoder,
     "none": PlainDecoder,
 }
 
 
-def decoder_class(cfg: ModelConfig) -> type[Decoder]:
-    """The decoder whose wiring matches ``cfg.attention``'s paper."""
-    return DECODERS[ATTENTIONS[cfg.attention].wiring]
-
-
 def build_decoder(cfg: ModelConfig, vocab_size: int) -> Decoder:
-    return decoder_class(cfg)(cfg, vocab_size)
+    """The decoder whose wiring matches ``cfg.attention``'s paper."""
+    return DECODERS[ATTENTIONS[cfg.attention].wiring](cfg, vocab_size)

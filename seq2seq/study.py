@@ -46,22 +46,29 @@ def bleu_by_length(hypotheses: Sequence[str], references: Sequence[str], src_len
     return out
 
 
-def attention_entropy(weights: Tensor) -> float:
-    """Mean over target rows of the entropy -sum_s a_s log a_s (nats) of (T, S) weights: 0 when every row
-    looks at one position, log S when it spreads evenly."""
+def _rows(weights: Tensor) -> Tensor:
+    """(T, S) weights with every row rescaled to sum to 1: local-p's rows sum to less (its Gaussian factor),
+    and the measures below compare where the weight goes, not how much of it there is."""
     w = weights.double()
+    return w / w.sum(-1, keepdim=True).clamp_min(1e-300)
+
+
+def attention_entropy(weights: Tensor) -> float:
+    """Mean over target rows of the entropy -sum_s a_s log a_s (nats) of (T, S) weights, each row rescaled to
+    sum to 1: 0 when every row looks at one position, log S when it spreads evenly."""
+    w = _rows(weights)
     rows = -(w * torch.log(w.clamp_min(1e-300))).sum(-1)  # (T,) 0 log 0 = 0
     return float(rows.mean())
 
 
 def diagonal_mass(weights: Tensor, width: int = 1) -> float:
     """Mean over target rows of the weight within ``width`` source positions of the diagonal, the line from the
-    first target row at the first source position to the last row at the last position. 1 for a strictly
-    monotone alignment, about (2 width + 1) / S for weights spread evenly."""
+    first target row at the first source position to the last row at the last position (rows rescaled to sum
+    to 1). 1 for a strictly monotone alignment, about (2 width + 1) / S for weights spread evenly."""
     t, s = weights.shape
     centre = torch.arange(t, dtype=torch.float64) * ((s - 1) / max(t - 1, 1))  # (T,)
     distance = (torch.arange(s, dtype=torch.float64).unsqueeze(0) - centre.unsqueeze(1)).abs()  # (T, S)
-    return float((weights.double() * (distance <= width + 1e-9)).sum(-1).mean())
+    return float((_rows(weights) * (distance <= width + 1e-9)).sum(-1).mean())
 
 
 def paired_bootstrap(baseline: tuple[str, Sequence[str]], systems: Sequence[tuple[str, Sequence[str]]],

@@ -24,7 +24,6 @@ from seq2seq.vocab import BOS, EOS, PAD, UNK
 log = logging.getLogger(__name__)
 
 
-
 class Tokenizer:
     """Source and target SentencePiece processors (the same object when the vocabulary is joint)."""
 
@@ -83,7 +82,7 @@ class Tokenizer:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two runs may fill the same cache at once
     tmp.write_bytes(data)
     os.replace(tmp, path)
 

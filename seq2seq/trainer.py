@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from seq2seq.checkpoint import RunCheckpoints
@@ -31,9 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path) -> None:
+    def __init__(self, cfg: Config, corpus: Corpus, run_dir: Path, device: torch.device | None = None) -> None:
+        """``device``: where to train, resolved from ``cfg.device`` when not given."""
         self.cfg, self.corpus, self.run_dir = cfg, corpus, Path(run_dir)
-        self.device = resolve_device(cfg.device)
+        self.device = device or resolve_device(cfg.device)
         tok = corpus.tokenizer
         self.parts = build(cfg, tok.src_vocab_size, tok.tgt_vocab_size, self.device)
         self.model = self.parts.model

@@ -81,7 +81,6 @@ def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=ATOL, msg=name)
 
 
-
 # ---- the translate command -----------------------------------------------------------------------------
 
 TRANSLATE = "from seq2seq.cli import translate; translate()"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.attention import ATTENTIONS, build_attention, variant
+from seq2seq.attention import build_attention
 from seq2seq.errors import ConfigError
+from seq2seq.variants import ATTENTIONS, variant
 
 B, S, HQ, HM, A = 3, 9, 16, 16, 12
 LENGTHS = torch.tensor([9, 5, 1])
@@ -139,6 +140,13 @@ def test_multihead_keys_and_values_are_projected_once_per_batch() -> None:
 def test_heads_must_divide_the_attention_size() -> None:
     from seq2seq.config import ModelConfig
 
-    with pytest.raises(ConfigError, match=r"model.attention_heads \(3\) must divide model.attention_size \(512\)"):
-        ModelConfig(attention="multihead", attention_heads=3)
-    ModelConfig(attention="multihead", attention_heads=8)
+    with pytest.raises(ConfigError, match=r"model.attention_heads \(3\) must divide model.attention_size \(64\)"):
+        ModelConfig(attention="multihead", attention_size=64, attention_heads=3)
+    ModelConfig(attention="multihead", attention_size=64, attention_heads=8)
+
+
+def test_the_registry_names_a_score_class_for_every_attention_but_none() -> None:
+    from seq2seq.attention import SCORES
+
+    assert {v.score for v in ATTENTIONS.values()} - {None} == set(SCORES)
+    assert ATTENTIONS["none"].score is None

@@ -175,14 +175,16 @@ KILL_AT = 9  # a save (every 3 steps) in the middle of the first epoch of 30 ste
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     subprocess.run(cli(tmp_path, "ref"), check=True, capture_output=True, timeout=600)
     marker = tmp_path / "saved"
+    log = (tmp_path / "victim.log").open("wb")  # a file, not a pipe nobody reads: the victim never blocks on it
     victim = subprocess.Popen([sys.executable, "-c", VICTIM, str(marker), str(KILL_AT), *cli(tmp_path, "killed")[1:]],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 300
     while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert marker.exists(), f"the run never reached step {KILL_AT}: {victim.stderr.read().decode()[-2000:]}"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    log.close()
+    assert marker.exists(), f"the run never reached step {KILL_AT}: {(tmp_path / 'victim.log').read_text()[-2000:]}"
     last = tmp_path / "killed" / "last.pt"
     assert load_checkpoint(last)["progress"]["step"] == KILL_AT
 
@@ -201,3 +203,11 @@ def test_resume_refuses_another_language_pair_or_model(tmp_path: Path, toy_run: 
                               ("seed=1", "finished run")):
         with pytest.raises(ConfigError, match=message):
             check_resumable(payload, toy_config(tmp_path, override), toy_run / "last.pt")
+
+
+def test_a_checkpoint_from_before_a_new_model_key_can_be_resumed(tmp_path: Path, toy_run: Path) -> None:
+    """A key the schema gained since (here model.attention_heads) takes its default, not a refusal."""
+    payload = load_checkpoint(toy_run / "last.pt")
+    del payload["config"]["model"]["attention_heads"]
+    payload["progress"]["finished"] = False
+    check_resumable(payload, toy_config(tmp_path), toy_run / "last.pt")

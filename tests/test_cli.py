@@ -147,8 +147,6 @@ def test_missing_checkpoint_exits_2_with_a_message(tmp_path: Path) -> None:
     assert proc.stderr.splitlines()[-1].startswith(f"error: no checkpoint at {tmp_path / 'none.pt'}; pass")
 
 
-
-
 def test_piped_one_line_out_per_line_in(toy_run: Path, translator: Translator) -> None:
     lines = ["a b c", "", "größer 東京 😀 ñ", "a\tb\x00c \x1b[31m d", "x\ry", "\x0b\x0c\u2028 e", "   ",
              LONG, "k l m n o p"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.attention import ATTENTIONS
 from seq2seq.config import ModelConfig
 from seq2seq.model import Seq2Seq
+from seq2seq.variants import ATTENTIONS
 
 SV, TV = 30, 40
 

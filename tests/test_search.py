@@ -240,9 +240,9 @@ def test_nbest_sorted_distinct_and_rescored() -> None:
 @pytest.mark.parametrize("alpha", [0.0, 1.5])
 @pytest.mark.parametrize("nbest", [3, 10])
 def test_wide_beam_finds_exact_nbest(alpha: float, nbest: int) -> None:
-    """With K >= every live prefix, beam search is exhaustive up to the limit of 3. PAD and BOS are never
-    emitted, however likely the model makes them, so the words are UNK and one more."""
-    vocab, limit = 5, 3
+    """With K >= every live prefix (4 ** 2), beam search is exhaustive up to the limit of 3. PAD and BOS are
+    never emitted, however likely the model makes them: the words are UNK and three more."""
+    vocab, limit = 7, 3
     dist = table_dist(n_sent=1, vocab=vocab, steps=4, seed=1)
     model = ScriptedModel(dist, vocab)
     words = [t for t in range(vocab) if t not in (EOS, PAD, BOS)]
