@@ -328,12 +328,11 @@ class ServeConfig:
     max_beam: int = 10  # largest beam_size a request may ask for
     batch_wait_ms: float = 5.0  # how long the first waiting request waits for others to share its batch
     max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "error"  # longer sources: error (a 422 answer) | truncate (with a warning)
+    max_src_len_policy: str = "error"  # longer sources: error (a 422 answer) | truncate (seq2seq/translator.py)
     device: str = "auto"
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        _choice("max_src_len_policy", self.max_src_len_policy, LONG_SOURCE_POLICIES)
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535 (0: any free port), got {self.port}")
         for name in ("max_sentences", "max_chars", "max_beam", "max_src_len", "threads"):
