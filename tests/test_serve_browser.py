@@ -41,10 +41,13 @@ def browser() -> webdriver.Chrome:
     driver.quit()
 
 
-def test_page_translates_and_shows_the_heatmap(browser: webdriver.Chrome, toy_run: Path, tmp_path: Path) -> None:
-    checkpoint = Path(os.environ.get("SEQ2SEQ_SERVE_CHECKPOINT", toy_run / "best.pt"))
-    compare = os.environ.get("SEQ2SEQ_SERVE_COMPARE", str(toy_run / "last.pt") if checkpoint.parent == toy_run
-                             else "")
+def test_page_translates_and_shows_the_heatmap(browser: webdriver.Chrome, request: pytest.FixtureRequest,
+                                               tmp_path: Path) -> None:
+    if "SEQ2SEQ_SERVE_CHECKPOINT" in os.environ:
+        checkpoint, compare = Path(os.environ["SEQ2SEQ_SERVE_CHECKPOINT"]), os.environ.get("SEQ2SEQ_SERVE_COMPARE")
+    else:  # the toy model, and its last.pt for the side-by-side view
+        toy_run = request.getfixturevalue("toy_run")
+        checkpoint, compare = toy_run / "best.pt", str(toy_run / "last.pt")
     sentence = os.environ.get("SEQ2SEQ_SERVE_SENTENCE", "a b c d e")
     server = Server(checkpoint, *([f"compare={compare}"] if compare else []))
     try:
