@@ -90,9 +90,10 @@ def test_page_translates_and_shows_the_heatmap(browser: webdriver.Chrome, reques
 
         browser.set_window_size(380, 800)  # a narrow window: the page itself does not scroll sideways
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
-        browser.set_window_size(1100, 900)
-        table = browser.find_element(By.CSS_SELECTOR, ".panel .heatmap")
-        webdriver.ActionChains(browser).move_to_element(table.find_elements(By.CSS_SELECTOR, "td")[-1]).perform()
+        browser.set_window_size(1100, 1400)
+        browser.execute_script("window.scrollTo(0, 0)")
+        cells = browser.find_elements(By.CSS_SELECTOR, ".panel .heatmap td[data-weight]")
+        webdriver.ActionChains(browser).move_to_element(cells[len(cols) + 1]).perform()  # a cell of row 1
         shot = Path(os.environ.get("SEQ2SEQ_SCREENSHOT", tmp_path / "serve.png"))
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
