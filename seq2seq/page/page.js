@@ -42,6 +42,7 @@ async function translate(event) {
   const greedy = $("input[name=search]:checked").value === "greedy";
   const beam = greedy ? 1 : info.decode.beam_size;
   const body = { text: [text], beam_size: beam, nbest: Math.min(beam, 5), attention: true };
+  if (greedy) body.alpha = 0; // as configs/decode/greedy.yaml: no length penalty
   const models = [info, info.compare].filter(Boolean);
   $("#translate").disabled = true;
   setStatus("translating…");
