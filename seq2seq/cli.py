@@ -1,4 +1,4 @@
-"""The three console scripts, thin: compose the Hydra config, turn it into dataclasses, call the library.
+"""The console scripts, thin: compose the Hydra config, turn it into dataclasses, call the library.
 
 A :class:`~seq2seq.errors.Seq2SeqError` (anything a user can cause) prints ``error: <message>`` on
 stderr and exits with status 2; nothing else is printed.
@@ -281,3 +281,31 @@ def translate() -> None:
     """``seq2seq-translate``: interactive or piped translation; see configs/translate.yaml."""
     register_configs()
     _translate()
+
+
+# ---- seq2seq-serve ---------------------------------------------------------------------------------
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="serve")
+@_report_errors
+def _serve(dcfg: DictConfig) -> None:
+    import signal
+
+    from seq2seq.config import ServeConfig
+    from seq2seq.errors import ConfigError
+
+    cfg: ServeConfig = _job_config(dcfg, ServeConfig)
+    try:
+        from seq2seq.serve import serve as run_server
+    except ImportError as err:
+        raise ConfigError(f"seq2seq-serve needs FastAPI and uvicorn ({err.name} is missing): "
+                          "pip install 'seq2seq[serve]'") from None
+    # uvicorn stops gracefully on SIGTERM, then raises it again: end with status 0 instead of being killed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    run_server(cfg)
+
+
+def serve() -> None:
+    """``seq2seq-serve``: the JSON API and the attention page; see configs/serve.yaml."""
+    register_configs()
+    _serve()

@@ -224,6 +224,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=Config)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="translate_schema", node=TranslateConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
 
 
 def to_dataclass(cfg: Any, schema: type = Config) -> Any:
@@ -307,3 +308,32 @@ class TranslateConfig:
     def __post_init__(self) -> None:
         _positive("max_src_len", self.max_src_len)
         _positive("threads", self.threads)
+
+
+@dataclass
+class ServeConfig:
+    """The root of ``configs/serve.yaml`` (seq2seq-serve): the HTTP API and page, and a request's limits."""
+
+    checkpoint: str = "???"
+    compare: str | None = None  # a second checkpoint, shown side by side on the page
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # a request may change beam_size, nbest, alpha
+    host: str = "127.0.0.1"  # 0.0.0.0 listens on every interface: put a reverse proxy in front (README)
+    port: int = 8000
+    max_sentences: int = 32  # per request
+    max_chars: int = 1000  # per sentence
+    max_beam: int = 10  # largest beam_size a request may ask for
+    batch_wait_ms: float = 5.0  # how long the first waiting request waits for others to share its batch
+    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
+    max_src_len_policy: str = "error"  # longer sources: error (a 422 answer) | truncate (seq2seq/translator.py)
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535 (0: any free port), got {self.port}")
+        for name in ("max_sentences", "max_chars", "max_beam", "max_src_len", "threads"):
+            _positive(name, getattr(self, name))
+        _positive("batch_wait_ms", self.batch_wait_ms, allow_zero=True)
+        if self.decode.beam_size > self.max_beam:
+            raise ConfigError(f"decode.beam_size={self.decode.beam_size} is above max_beam={self.max_beam}; "
+                              "lower the one or raise the other")

@@ -1,0 +1,79 @@
+"""The batcher: concurrent requests share one translations() call, answers go back to their own request."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from seq2seq.batcher import Batcher
+from seq2seq.config import DecodeConfig
+from seq2seq.translator import SourceTooLong, Translator
+
+
+class Spy:
+    """Records every translations() call of a real translator; the first waits for ``gate``."""
+
+    def __init__(self, real: Translator) -> None:
+        self.real, self.calls, self.gate = real, [], threading.Event()
+
+    def translations(self, sentences: list[str], decode: DecodeConfig) -> list:
+        self.gate.wait(30)
+        self.calls.append((list(sentences), decode.beam_size))
+        return self.real.translations(sentences, decode)
+
+
+@pytest.fixture(scope="module")
+def translator(toy_run: Path) -> Translator:
+    return Translator.from_checkpoint(toy_run / "best.pt", device="cpu", max_src_len_policy="error")
+
+
+def test_queued_requests_share_one_call_and_get_their_own_answers(translator: Translator) -> None:
+    spy = Spy(translator)
+    batcher = Batcher(spy, wait_s=0.5)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        jobs = [["a b c", "d e"], ["f g h i"], ["j", "", "k l m"]]
+        futures = [batcher.submit(j, translator.decode) for j in jobs]
+        spy.gate.set()
+        answers = [[t.text for t in f.result(60)] for f in futures]
+    finally:
+        batcher.stop()
+    assert spy.calls == [([s for j in jobs for s in j], 5)]  # one call for all three
+    assert answers == [translator.translate(j) for j in jobs]
+
+
+def test_different_decode_settings_are_decoded_apart(translator: Translator) -> None:
+    spy = Spy(translator)
+    batcher = Batcher(spy, wait_s=0.5)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        greedy = translator.with_decode(beam_size=1)
+        futures = [batcher.submit(["a b"], translator.decode), batcher.submit(["c d"], greedy),
+                   batcher.submit(["e f"], translator.decode)]
+        spy.gate.set()
+        answers = [f.result(60)[0].text for f in futures]
+    finally:
+        batcher.stop()
+    assert sorted(spy.calls) == sorted([(["a b", "e f"], 5), (["c d"], 1)])
+    assert answers == [translator.translate(["a b"])[0], translator.translate(["c d"], beam_size=1)[0],
+                       translator.translate(["e f"])[0]]
+
+
+def test_a_too_long_source_fails_only_its_own_request(translator: Translator) -> None:
+    batcher = Batcher(translator, wait_s=0.5)
+    batcher.start()
+    try:
+        ok = batcher.submit(["a b c"], translator.decode)
+        bad = batcher.submit(["x " * 40], translator.decode)
+        assert ok.result(60)[0].text == translator.translate(["a b c"])[0]
+        with pytest.raises(SourceTooLong):
+            bad.result(60)
+    finally:
+        batcher.stop()
+
+
+def test_submit_before_start_says_what_to_do(translator: Translator) -> None:
+    with pytest.raises(RuntimeError, match="start"):
+        Batcher(translator).submit(["a"], translator.decode)
