@@ -305,7 +305,7 @@ def _score(dcfg: DictConfig) -> None:
         if OmegaConf.is_missing(dcfg, key):
             raise ConfigError(f"no {key}= given: seq2seq-score needs src=SOURCES ref=TRANSLATIONS, one per line")
     cfg: ScoreConfig = _job_config(dcfg, ScoreConfig)
-    sources, targets = read_lines(cfg.src), read_lines(cfg.ref)
+    sources, targets = read_lines(Path(cfg.src)), read_lines(Path(cfg.ref))
     if len(sources) != len(targets):
         raise DataError(f"misaligned files: {cfg.src} has {len(sources)} lines but {cfg.ref} has {len(targets)}; "
                         "line n of ref= must translate line n of src=")
