@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    parser.add_argument("--out", default=None, help="write the hypotheses to OUT/hyp.{beam5,greedy}.{fp32,int8}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = {"fp32": Translator.from_checkpoint(args.checkpoint, device="cpu"),
@@ -57,6 +58,9 @@ def main() -> None:
                 hyps = [t.text for t in translator.translations(sources, decode)]
                 rates.setdefault((name, kind), []).append(len(sources) / (time.perf_counter() - start))
                 bleu[name, kind] = (score(hyps, refs).bleu, score(hyps, refs, lowercase=True).bleu)
+                if args.out:
+                    Path(args.out, f"hyp.{name.replace(' ', '')}.{kind}").write_text(
+                        "".join(h + "\n" for h in hyps), encoding="utf-8")
                 print(f"  {name} {kind}: {rates[name, kind][-1]:.1f} sentences/s; {load()}", flush=True)
     print(f"\n{load()}\n")
     print("| decoding | model | sentences/s (each round) | median | int8 / fp32 (per round) | BLEU | BLEU lc |")

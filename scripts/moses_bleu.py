@@ -12,6 +12,7 @@ apostrophes), which usually raises BLEU.
 from __future__ import annotations
 
 import argparse
+import gzip
 from collections.abc import Sequence
 
 import sacrebleu
@@ -33,7 +34,8 @@ def moses_bleu(hypotheses: Sequence[str], references: Sequence[str], lang: str) 
 
 
 def read(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
+    """Lines of a UTF-8 text file, plain or gzip (.gz)."""
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", encoding="utf-8") as f:
         return [line.rstrip("\n") for line in f]
 
 

@@ -1,4 +1,4 @@
-"""The three console scripts, thin: compose the Hydra config, turn it into dataclasses, call the library.
+"""The console scripts, thin: compose the Hydra config, turn it into dataclasses, call the library.
 
 A :class:`~seq2seq.errors.Seq2SeqError` (anything a user can cause) prints ``error: <message>`` on
 stderr and exits with status 2; nothing else is printed.

@@ -340,8 +340,8 @@ class AverageConfig:
     def __post_init__(self) -> None:
         _positive("last", self.last)
         if (self.run is None) == (not self.checkpoints):
-            raise ConfigError("name what to average: a run directory (seq2seq-average RUN_DIR, or run=RUN_DIR) "
-                              "or checkpoint files (checkpoints=[a.pt,b.pt]), not both")
+            raise ConfigError("name what to average, one of the two: a run directory (seq2seq-average RUN_DIR, "
+                              "or run=RUN_DIR) or checkpoint files (checkpoints=[a.pt,b.pt])")
         if self.out is None and self.run is None:
             raise ConfigError("pass out=PATH for the averaged checkpoint")
 
