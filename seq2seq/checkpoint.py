@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "seq2seq-checkpoint"
 VERSION = 1
+KEPT_PREFIX = "ckpt.step"  # train.keep_checkpoints: ckpt.step{N}.pt, weights only
+DECODING_KEYS = ("config", "model", "progress", "tokenizer", "pair")  # what decoding (and averaging) needs
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -135,6 +137,14 @@ class RunCheckpoints:
         if distributed.is_main():
             save_checkpoint(self.run_dir / name, self.state(progress))
 
+    def keep(self, progress: Progress, count: int) -> None:
+        """Write ``ckpt.step{N}.pt`` (weights only: no optimizer, RNG) and delete all but the newest ``count``."""
+        if not distributed.is_main():
+            return
+        save_checkpoint(self.run_dir / f"{KEPT_PREFIX}{progress.step}.pt", decoding_payload(self.state(progress)))
+        for old in kept_checkpoints(self.run_dir)[:-count]:
+            old.unlink(missing_ok=True)
+
     def resume(self, path: Path) -> Progress:
         """Load ``path`` into the run's parts and RNGs; returns where the run was."""
         payload = load_checkpoint(path)
@@ -167,6 +177,9 @@ class RunCheckpoints:
 def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
     """``cfg`` may resume the checkpoint only with the same language pair and model, and if it is unfinished."""
     pair = [cfg.data.src_lang, cfg.data.tgt_lang]
+    if "optimizer" not in payload:
+        raise ConfigError(f"{path} holds weights only (a kept or averaged checkpoint) and cannot be resumed; "
+                          "resume from the run's last.pt")
     if payload.get("pair") != pair:
         raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
                           f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
@@ -181,3 +194,18 @@ def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
     if payload["progress"]["finished"]:
         raise ConfigError(f"{path} belongs to a finished run; there is nothing to resume: start a new run "
                           "in a new hydra.run.dir")
+
+
+def decoding_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The part of a checkpoint that decoding needs: weights, config, tokenizer, language pair, progress."""
+    return {key: payload[key] for key in DECODING_KEYS if key in payload}
+
+
+def kept_checkpoints(run_dir: str | Path) -> list[Path]:
+    """A run's kept validation checkpoints (``ckpt.step{N}.pt``), oldest step first."""
+    found = []
+    for path in Path(run_dir).glob(f"{KEPT_PREFIX}*.pt"):
+        step = path.name[len(KEPT_PREFIX):-len(".pt")]
+        if step.isdigit():
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]

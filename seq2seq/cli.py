@@ -17,7 +17,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -110,8 +110,6 @@ def train() -> None:
 
 def _job_config(dcfg: DictConfig, schema: type) -> Any:
     """The command line as ``schema``'s dataclass; a missing checkpoint= says what to pass."""
-    from omegaconf import OmegaConf
-
     from seq2seq.errors import ConfigError
 
     if OmegaConf.is_missing(dcfg, "checkpoint"):
@@ -134,7 +132,7 @@ def _evaluate(dcfg: DictConfig) -> None:
         log.info("decode.nbest=%d ignored: seq2seq-evaluate scores the best translation", cfg.decode.nbest)
     decode = dataclasses.replace(cfg.decode, nbest=1)
     translator = Translator.from_checkpoint(cfg.checkpoint, decode, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy)
+                                            cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
     inputs = resolve_inputs(cfg, translator.config.data)
     sources, refs = read_inputs(inputs)
     if not sources:
@@ -269,7 +267,7 @@ def _translate(dcfg: DictConfig) -> None:
 
     cfg: TranslateConfig = _job_config(dcfg, TranslateConfig)
     translator = Translator.from_checkpoint(cfg.checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy)
+                                            cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
     _reconfigure_streams()
     if sys.stdin.isatty():
         _interactive(translator, cfg)
@@ -309,3 +307,63 @@ def serve() -> None:
     """``seq2seq-serve``: the JSON API and the attention page; see configs/serve.yaml."""
     register_configs()
     _serve()
+
+
+# ---- seq2seq-average and seq2seq-score ----------------------------------------------------------
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="average")
+@_report_errors
+def _average(dcfg: DictConfig) -> None:
+    from seq2seq.average import resolve_checkpoints, write_average
+    from seq2seq.config import AverageConfig
+
+    cfg: AverageConfig = to_dataclass(dcfg, AverageConfig)
+    paths = resolve_checkpoints(cfg)
+    out = Path(cfg.out) if cfg.out is not None else Path(str(cfg.run)) / "avg.pt"
+    write_average(paths, out)
+    print(out, flush=True)
+
+
+def _positional_run(argv: list[str]) -> None:
+    """``seq2seq-average RUN_DIR ...``: a first argument without ``=`` is the run directory (Hydra itself
+    takes only key=value)."""
+    if len(argv) > 1 and "=" not in argv[1] and not argv[1].startswith("-"):
+        argv[1] = f"run={argv[1]}"
+
+
+def average() -> None:
+    """``seq2seq-average``: average checkpoints' weights into one checkpoint; see configs/average.yaml."""
+    register_configs()
+    _positional_run(sys.argv)
+    _average()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="score")
+@_report_errors
+def _score(dcfg: DictConfig) -> None:
+    from seq2seq.config import ScoreConfig
+    from seq2seq.data import read_lines
+    from seq2seq.errors import ConfigError, DataError
+    from seq2seq.score import score_pairs
+    from seq2seq.translator import Translator
+
+    for key in ("src", "ref"):
+        if OmegaConf.is_missing(dcfg, key):
+            raise ConfigError(f"no {key}= given: seq2seq-score needs src=SOURCES ref=TRANSLATIONS, one per line")
+    cfg: ScoreConfig = _job_config(dcfg, ScoreConfig)
+    sources, targets = read_lines(Path(cfg.src)), read_lines(Path(cfg.ref))
+    if len(sources) != len(targets):
+        raise DataError(f"misaligned files: {cfg.src} has {len(sources)} lines but {cfg.ref} has {len(targets)}; "
+                        "line n of ref= must translate line n of src=")
+    translator = Translator.from_checkpoint(cfg.checkpoint, None, cfg.device, cfg.max_src_len,
+                                            cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
+    scores = score_pairs(translator, sources, targets, cfg.batch_tokens)
+    sys.stdout.writelines(f"{s.logprob:.6f}\t{s.per_token:.6f}\n" for s in scores)
+    sys.stdout.flush()
+
+
+def score() -> None:
+    """``seq2seq-score``: the model's log-probability of each src/ref pair; see configs/score.yaml."""
+    register_configs()
+    _score()

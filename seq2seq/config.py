@@ -17,6 +17,7 @@ from seq2seq.variants import output_size, size_problem, variant
 CELLS = ("gru", "lstm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "plateau")
+QUANTIZE = ("int8",)  # decoding-time weight formats besides fp32 (seq2seq/quantize.py)
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -169,9 +170,15 @@ class TrainConfig:
     max_bad_steps: int = 5  # non-finite losses in a row before training stops
     accumulate: int = 1  # batches per optimizer step (per process): effective batch = batch x world x accumulate
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 only on CUDA, with a gradient scaler)
+    keep_checkpoints: int | None = None  # keep the newest N validation checkpoints as ckpt.step{N}.pt (weights only)
+    average_at_end: bool = False  # when training ends, average the kept checkpoints into avg.pt (seq2seq/average.py)
 
     def __post_init__(self) -> None:
         _choice("train.precision", self.precision, PRECISIONS)
+        _positive("train.keep_checkpoints", self.keep_checkpoints)
+        if self.average_at_end and not self.keep_checkpoints:
+            raise ConfigError("train.average_at_end averages the kept checkpoints; set train.keep_checkpoints=N "
+                              "(e.g. 5) too")
         for name in ("max_epochs", "batch_tokens", "valid_batch_tokens", "patience", "log_every_steps",
                      "accumulate"):
             _positive(f"train.{name}", getattr(self, name))
@@ -225,6 +232,8 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="translate_schema", node=TranslateConfig)
     cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="average_schema", node=AverageConfig)
+    cs.store(name="score_schema", node=ScoreConfig)
 
 
 def to_dataclass(cfg: Any, schema: type = Config) -> Any:
@@ -279,8 +288,11 @@ class EvaluateConfig:
     max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (seq2seq/translator.py)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:1 ...
     threads: int | None = None  # torch intra-op threads; unset = torch's default
+    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
+    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding (seq2seq/quantize.py)
 
     def __post_init__(self) -> None:
+        _check_decoding_model(self.quantize)
         _positive("attention_plots_n", self.attention_plots_n, allow_zero=True)
         _positive("max_src_len", self.max_src_len)
         _positive("threads", self.threads)
@@ -304,8 +316,56 @@ class TranslateConfig:
     max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (seq2seq/translator.py)
     device: str = "auto"
     threads: int | None = None
+    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
+    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding (seq2seq/quantize.py)
 
     def __post_init__(self) -> None:
+        _check_decoding_model(self.quantize)
+        _positive("max_src_len", self.max_src_len)
+        _positive("threads", self.threads)
+
+
+def _check_decoding_model(quantize: str | None) -> None:
+    if quantize is not None:
+        _choice("quantize", quantize, QUANTIZE)
+
+
+@dataclass
+class AverageConfig:
+    """The root of ``configs/average.yaml`` (seq2seq-average): average checkpoints' weights into one."""
+
+    run: str | None = None  # a run directory: average its kept checkpoints (train.keep_checkpoints)
+    checkpoints: list[str] = field(default_factory=list)  # or these checkpoint files
+    last: int | None = None  # only the newest N kept checkpoints of run=; unset = all of them
+    out: str | None = None  # the averaged checkpoint; unset = {run}/avg.pt
+
+    def __post_init__(self) -> None:
+        _positive("last", self.last)
+        if (self.run is None) == (not self.checkpoints):
+            raise ConfigError("name what to average, one of the two: a run directory (seq2seq-average RUN_DIR, "
+                              "or run=RUN_DIR) or checkpoint files (checkpoints=[a.pt,b.pt])")
+        if self.out is None and self.run is None:
+            raise ConfigError("pass out=PATH for the averaged checkpoint")
+
+
+@dataclass
+class ScoreConfig:
+    """The root of ``configs/score.yaml`` (seq2seq-score): the model's log-probability of given translations."""
+
+    checkpoint: str = "???"
+    src: str = "???"  # source sentences, one per line (plain or .gz)
+    ref: str = "???"  # the translations to score, line n of ref translating line n of src
+    batch_tokens: int = 6000  # padded tokens per batch
+    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
+    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error, as in translation
+    device: str = "auto"
+    threads: int | None = None
+    ensemble: list[str] = field(default_factory=list)  # score with the ensemble of checkpoint= and these
+    quantize: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_decoding_model(self.quantize)
+        _positive("batch_tokens", self.batch_tokens)
         _positive("max_src_len", self.max_src_len)
         _positive("threads", self.threads)
 
@@ -325,6 +385,8 @@ class ServeConfig:
     batch_wait_ms: float = 5.0  # how long the first waiting request waits for others to share its batch
     max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
     max_src_len_policy: str = "error"  # longer sources: error (a 422 answer) | truncate (seq2seq/translator.py)
+    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
+    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding, both models (seq2seq/quantize.py)
     device: str = "auto"
     threads: int | None = None
 
@@ -334,6 +396,7 @@ class ServeConfig:
         for name in ("max_sentences", "max_chars", "max_beam", "max_src_len", "threads"):
             _positive(name, getattr(self, name))
         _positive("batch_wait_ms", self.batch_wait_ms, allow_zero=True)
+        _check_decoding_model(self.quantize)
         if self.decode.beam_size > self.max_beam:
             raise ConfigError(f"decode.beam_size={self.decode.beam_size} is above max_beam={self.max_beam}; "
                               "lower the one or raise the other")

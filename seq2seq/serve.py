@@ -55,7 +55,8 @@ def load(name: str, checkpoint: str, cfg: ServeConfig) -> Model:
     from seq2seq.checkpoint import load_checkpoint
 
     translator = Translator.from_checkpoint(checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy)
+                                            cfg.max_src_len_policy, cfg.ensemble if name == "main" else (),
+                                            cfg.quantize)
     best = (load_checkpoint(checkpoint).get("progress") or {}).get("best_bleu")
     return Model(name, checkpoint, translator, best if best is not None and best >= 0 else None)
 

@@ -9,6 +9,7 @@ validates, logs and writes files, and its decisions reach the other ranks.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from seq2seq.checkpoint import RunCheckpoints
+from seq2seq import distributed
+from seq2seq.average import write_average
+from seq2seq.checkpoint import RunCheckpoints, kept_checkpoints
 from seq2seq.config import Config
 from seq2seq.data import BatchPlan, Corpus, padding_fraction
 from seq2seq.device import resolve_device
@@ -74,6 +77,8 @@ class Trainer:
             raise
         p.finished = True
         self.checkpoints.save("last.pt", p)
+        if t.average_at_end:
+            self.average_kept()
         self.log.close()
         log.info("finished at step %d: best validation BLEU %.2f (best.pt)", p.step, p.best_bleu)
         return p
@@ -170,7 +175,22 @@ class Trainer:
                  record["loss"], record["ppl"], bleu, record["chrf"], record["lr"], " (best)" if improved else "")
         if improved:
             self.checkpoints.save("best.pt", p)
+        if self.cfg.train.keep_checkpoints:
+            self.checkpoints.keep(p, self.cfg.train.keep_checkpoints)
         return record
+
+    def average_kept(self) -> None:
+        """train.average_at_end: rank 0 writes avg.pt, the mean of the kept checkpoints, and logs its
+        validation scores next to best.pt's."""
+        model, kept = self.model, kept_checkpoints(self.run_dir)
+        if distributed.is_main():
+            payload = write_average(kept, self.run_dir / "avg.pt")
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(payload["model"])
+        scores, _ = measure(model, self.corpus, self.cfg)
+        log.info("avg.pt (%d checkpoints): validation loss %.3f BLEU %.2f chrF %.2f (best.pt: BLEU %.2f)",
+                 len(kept), scores["loss"], scores["bleu"], scores["chrf"],
+                 self.progress.best_bleu)
 
     def log_train(self, loss: float | None, tokens_per_s: float) -> None:
         p = self.progress

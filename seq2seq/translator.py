@@ -76,14 +76,27 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, decode: DecodeConfig | None = None, device: str = "auto",
-                        max_src_len: int | None = None, max_src_len_policy: str = "truncate") -> Translator:
-        """Everything from one checkpoint file; ``decode`` defaults to configs/decode/beam.yaml's settings."""
+                        max_src_len: int | None = None, max_src_len_policy: str = "truncate",
+                        ensemble: Sequence[str | Path] = (), quantize: str | None = None) -> Translator:
+        """Everything from one checkpoint file; ``decode`` defaults to configs/decode/beam.yaml's settings.
+
+        ``ensemble``: more checkpoints that decode together with ``path`` (seq2seq/ensemble.py);
+        ``quantize="int8"``: int8 weights for the CPU (seq2seq/quantize.py).
+        """
         model, tokenizer, config = load_model(path)
         target = resolve_device(device)
-        model.to(target)
         log.info("loaded %s: %s→%s, %s attention, %d parameters, on %s", path, config.data.src_lang,
                  config.data.tgt_lang, config.model.attention, model.num_parameters(), target)
-        return cls(model, tokenizer, config, decode, max_src_len, max_src_len_policy)
+        if ensemble:
+            from seq2seq.ensemble import load_ensemble
+
+            model = load_ensemble(path, model, tokenizer, config, ensemble)
+        model.to(target)
+        if quantize is not None:
+            from seq2seq.quantize import quantize as quantized
+
+            model = quantized(model, quantize, target)
+        return cls(model, tokenizer, config, decode, max_src_len, max_src_len_policy)  # type: ignore[arg-type]
 
     def with_decode(self, beam_size: int | None = None, alpha: float | None = None,
                     nbest: int | None = None) -> DecodeConfig:
@@ -127,6 +140,10 @@ class Translator:
         heads = self.model.head_weights(src_t, torch.tensor([len(src)]), tgt_in)[0]  # (T+1, N, S)
         rows = translation.attention[n].size(0)  # T when the hypothesis was cut at the length limit
         return heads[:rows].transpose(0, 1).cpu()  # (N, T+1, S)
+
+    def encode(self, sentences: Sequence[str], first_line: int = 1) -> tuple[list[list[int]], list[bool]]:
+        """Source ids as translation sees them (cut to max_src_len), and which were cut (seq2seq-score)."""
+        return self._encode(sentences, first_line)
 
     def _encode(self, sentences: Sequence[str], first_line: int) -> tuple[list[list[int]], list[bool]]:
         """Subword ids of each sentence, cut to max_src_len (or an error, by max_src_len_policy)."""

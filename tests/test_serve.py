@@ -261,3 +261,12 @@ def test_serve_binds_loopback_and_stops_cleanly(toy_run: Path, sig: signal.Signa
 def test_serve_without_checkpoint_says_what_to_pass() -> None:
     done = subprocess.run([sys.executable, "-c", SERVE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no checkpoint given: pass checkpoint=PATH" in done.stderr
+
+
+def test_ensemble_and_int8_settings_are_checked_like_evaluate() -> None:
+    from seq2seq.config import ServeConfig
+    from seq2seq.errors import ConfigError
+
+    assert ServeConfig(checkpoint="x.pt", quantize="int8", ensemble=["y.pt"]).quantize == "int8"
+    with pytest.raises(ConfigError, match="unknown quantize 'int4'"):
+        ServeConfig(checkpoint="x.pt", quantize="int4")
