@@ -36,19 +36,32 @@ def _report_errors(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], N
         except Seq2SeqError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr, flush=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            from seq2seq.launch import Terminated
+
+            print("terminated" if isinstance(err, Terminated) else "interrupted", file=sys.stderr, flush=True)
+            sys.exit(143 if isinstance(err, Terminated) else 130)
 
     return wrapped
 
 
-def _resume_path(value: str | None, run_dir: Path) -> Path | None:
-    if value is None or value.lower() in ("false", "no", "0", ""):
-        return None
-    if value.lower() in ("true", "yes", "1"):
-        return run_dir / "last.pt"
-    return Path(value)
+def _check_command_line(schema: type, command: str, groups: tuple[str, ...]) -> None:
+    """Unknown keys fail before Hydra sees them, naming the nearest valid key (seq2seq/keys.py)."""
+    from seq2seq.keys import check_overrides
+
+    try:
+        check_overrides(sys.argv[1:], schema, groups, command)
+    except Seq2SeqError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _checked(dcfg: DictConfig, schema: type, command: str) -> Any:
+    """The composed config as ``schema``'s dataclasses, after every key was found in the schema."""
+    from seq2seq.keys import check_keys
+
+    check_keys(dcfg, schema, command)
+    return to_dataclass(dcfg, schema)
 
 
 def _load_corpus_once(cfg: Config) -> Any:
@@ -67,41 +80,72 @@ def _load_corpus_once(cfg: Config) -> Any:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 @_report_errors
 def _train(dcfg: DictConfig) -> None:
-    from seq2seq import distributed
+    from seq2seq import launch
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode.name == "MULTIRUN":
+        from seq2seq import sweep
+
+        sweep.job_started(hydra_cfg.sweep.dir)
+    try:
+        _train_in(dcfg, run_dir)
+    except (Seq2SeqError, KeyboardInterrupt) as err:
+        from seq2seq import distributed
+
+        if distributed.is_main():
+            launch.log_error(str(err) or type(err).__name__)
+            if launch.remove_failed_start(run_dir):
+                print(f"(nothing was trained: {run_dir} removed)", file=sys.stderr, flush=True)
+        raise
+
+
+def _train_in(dcfg: DictConfig, run_dir: Path) -> None:
+    from seq2seq import distributed, launch
     from seq2seq.device import resolve_device
-    from seq2seq.errors import ConfigError
     from seq2seq.trainer import Trainer
 
-    cfg: Config = to_dataclass(dcfg, Config)
+    cfg: Config = _checked(dcfg, Config, "seq2seq-train")
     cpu.setup(cfg.threads)
     distributed.init(resolve_device(cfg.device))  # under torchrun: join the process group
     try:
         # rank 0's directory for all ranks (the default hydra.run.dir holds a time that may differ)
-        run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))
+        run_dir = Path(distributed.broadcast_object(str(run_dir)))
         if not distributed.is_main():
             logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs progress; the others only problems
-        resume = _resume_path(cfg.resume, run_dir)
-        if resume is None and (run_dir / "last.pt").exists():
-            raise ConfigError(f"run directory {run_dir} already holds a run (last.pt); continue it with "
-                              "resume=true or choose a new directory with hydra.run.dir=...")
+        dir_given = any(o.startswith(("hydra.run.dir=", "hydra.sweep")) for o in HydraConfig.get().overrides.hydra)
+        resume = launch.resume_path(cfg.resume, run_dir, dir_given or HydraConfig.get().mode.name == "MULTIRUN")
+        launch.check_new_run(run_dir, resume, cfg.init_from)
         log.info("run directory: %s (%d process%s)", run_dir, distributed.world_size(),
                  "es" if distributed.world_size() > 1 else "")
-        with logging_redirect_tqdm():
+        with logging_redirect_tqdm(), launch.sigterm_as_interrupt():
             corpus = _load_corpus_once(cfg)
             if distributed.is_main():
                 corpus.tokenizer.save(run_dir)
             trainer = Trainer(cfg, corpus, run_dir)
             if resume is not None:
                 trainer.resume(resume)
+            elif cfg.init_from is not None:
+                trainer.init_from(Path(cfg.init_from), cfg.init_reset)
             trainer.run()
     finally:
         distributed.cleanup()
 
 
+TRAIN_GROUPS = ("data", "model", "model/attention", "optim", "decode", "experiment")
+
+
 def train() -> None:
     """``seq2seq-train``: train a model; see configs/train.yaml."""
+    cpu.openmp_defaults()  # before torch is imported
     register_configs()
-    _train()
+    _check_command_line(Config, "seq2seq-train", TRAIN_GROUPS)
+    from seq2seq import sweep
+
+    try:
+        _train()
+    finally:
+        sweep.report()  # after -m: overrides -> best validation BLEU of each job
 
 
 # ---- seq2seq-evaluate and seq2seq-translate ---------------------------------------------------
@@ -171,6 +215,7 @@ def _evaluate(dcfg: DictConfig) -> None:
 
 def evaluate() -> None:
     """``seq2seq-evaluate``: translate a split or a file pair and score it; see configs/evaluate.yaml."""
+    cpu.openmp_defaults()  # before torch is imported
     register_configs()
     _evaluate()
 
@@ -260,5 +305,6 @@ def _translate(dcfg: DictConfig) -> None:
 
 def translate() -> None:
     """``seq2seq-translate``: interactive or piped translation; see configs/translate.yaml."""
+    cpu.openmp_defaults()  # before torch is imported
     register_configs()
     _translate()

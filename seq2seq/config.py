@@ -16,6 +16,7 @@ from seq2seq.errors import ConfigError
 CELLS = ("gru", "lstm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "plateau")
+INIT_RESETS = ("optimizer", "none")
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -165,7 +166,8 @@ class TrainConfig:
     valid_batch_tokens: int = 8000
     patience: int = 5  # validations without BLEU gain before stopping
     save_every_steps: int | None = 500
-    log_every_steps: int = 50
+    log_every_steps: int = 50  # a log line (loss, target tokens/s, lr) every this many steps
+    heartbeat_seconds: float | None = 30.0  # when stderr is no terminal: a line (step, speed, ETA) this often
     max_bad_steps: int = 5  # non-finite losses in a row before training stops
     accumulate: int = 1  # batches per optimizer step (per process): effective batch = batch x world x accumulate
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 only on CUDA, with a gradient scaler)
@@ -175,7 +177,8 @@ class TrainConfig:
         for name in ("max_epochs", "batch_tokens", "valid_batch_tokens", "patience", "log_every_steps",
                      "accumulate"):
             _positive(f"train.{name}", getattr(self, name))
-        for name in ("max_steps", "max_minutes", "batch_sentences", "valid_every_steps", "save_every_steps"):
+        for name in ("max_steps", "max_minutes", "batch_sentences", "valid_every_steps", "save_every_steps",
+                     "heartbeat_seconds"):
             _positive(f"train.{name}", getattr(self, name))
 
 
@@ -214,12 +217,24 @@ class Config:
     threads: int | None = None  # torch intra-op threads; unset = torch's default
     resume: str | None = None  # path to last.pt, or "true" for the run directory's own last.pt
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda; under torchrun cuda = cuda:LOCAL_RANK
+    init_from: str | None = None  # a checkpoint whose weights start this new run (same model and vocabulary)
+    init_reset: str = "optimizer"  # with init_from: optimizer = fresh Adam | none = keep its Adam moments
+
+    def __post_init__(self) -> None:
+        _choice("init_reset", self.init_reset, INIT_RESETS)
+        if self.init_from is not None and str(self.resume).lower() not in ("none", "false", "no", "0", ""):
+            raise ConfigError(f"init_from={self.init_from} starts a new run and resume={self.resume} continues "
+                              "one; set only one of them (a run started with init_from resumes with resume=true "
+                              "alone)")
 
 
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (``train_schema`` is the first default of train.yaml)."""
     from hydra.core.config_store import ConfigStore
 
+    from seq2seq.sweep import register_resolver
+
+    register_resolver()  # ${seq2seq_dirname:...} in train.yaml's hydra.sweep.subdir
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=Config)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
@@ -255,6 +270,9 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> C
     register_configs()
     with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    from seq2seq.keys import check_keys
+
+    check_keys(cfg, Config)
     return to_dataclass(cfg, Config)
 
 

@@ -20,6 +20,7 @@ from seq2seq.checkpoint import RunCheckpoints
 from seq2seq.config import Config
 from seq2seq.data import BatchPlan, Corpus, padding_fraction
 from seq2seq.device import resolve_device
+from seq2seq.heartbeat import Heartbeat
 from seq2seq.metrics import RunLog
 from seq2seq.progress import Clock, Progress, TrainingStopped, budget_used, cosine_rate
 from seq2seq.step import Step, build
@@ -45,6 +46,7 @@ class Trainer:
         self.progress = Progress()
         self.log = RunLog(self.run_dir)  # writes on rank 0 only
         self.epoch_batches = 1  # batches in the current epoch, all processes together
+        self.heartbeat = Heartbeat(cfg.train.heartbeat_seconds, None if self.log.enabled else False)
 
     def resume(self, path: Path) -> None:
         self.progress = self.checkpoints.resume(path)
@@ -52,6 +54,10 @@ class Trainer:
         self.log.rewrite(self.progress.history)
         p = self.progress
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, p.step, p.epoch, p.batch_in_epoch)
+
+    def init_from(self, path: Path, reset: str) -> None:
+        """Start this new run from the weights (and with ``reset=none`` the optimizer state) of ``path``."""
+        self.checkpoints.init_from(path, reset)
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -64,11 +70,12 @@ class Trainer:
             while not self.run_epoch() and p.epoch < t.max_epochs:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 self.checkpoints.save("last.pt", p)  # after the epoch advanced: a resume never validates twice
-            if p.epoch >= t.max_epochs and p.batch_in_epoch > 0:
+            if p.epoch >= t.max_epochs and p.batch_in_epoch > 0 and p.stopped is None:
                 log.info("train.max_epochs=%d reached", t.max_epochs)
-        except KeyboardInterrupt:
+                p.stopped = "train.max_epochs"
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (seq2seq/launch.py)
             self.checkpoints.save("last.pt", p)
-            log.warning("interrupted: saved %s; continue with resume=true", self.run_dir / "last.pt")
+            log.warning("%s: saved %s; continue with resume=true", err or "interrupted", self.run_dir / "last.pt")
             raise
         p.finished = True
         self.checkpoints.save("last.pt", p)
@@ -103,6 +110,9 @@ class Trainer:
             if p.step % t.log_every_steps == 0:
                 self.log_train(result.loss, rate)
                 window_tokens, window_start = 0, time.monotonic()
+            elif self.heartbeat.due():
+                used = budget_used(t, p, self.epoch_batches, self.clock.elapsed())
+                self.heartbeat.beat(p.step, p.epoch, rate, used, self.clock.elapsed())
             if self.after_step():
                 bar.close()
                 return True
@@ -122,6 +132,7 @@ class Trainer:
         reason = self.limit_reached()
         if reason:
             log.info("%s: validating and saving", reason)
+            p.stopped = reason.split("=")[0]
             self.validate_round()
             return True
         if t.valid_every_steps and p.step % t.valid_every_steps == 0:
@@ -151,7 +162,8 @@ class Trainer:
         if not p.history or p.history[-1]["step"] != p.step:
             self.validate()
         if p.bad_validations >= self.cfg.train.patience:
-            log.info("early stopping: no BLEU gain in %d validations", p.bad_validations)
+            log.info("early stopping: no BLEU gain in %d validations (train.patience)", p.bad_validations)
+            p.stopped = "train.patience"
             return True
         return False
 
