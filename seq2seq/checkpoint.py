@@ -62,7 +62,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files; all mean the same to a user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
+        if isinstance(err, (KeyError, IndexError)) or first.isdigit():  # e.g. KeyError(101): says nothing
+            first = "no zip archive or pickle inside"
         if isinstance(err, pickle.UnpicklingError) and "global" in str(err).lower():
             raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain data "
                                   f"({first[:200]}); only load checkpoints written by seq2seq") from None

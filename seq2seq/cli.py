@@ -151,7 +151,7 @@ def train() -> None:
 # ---- seq2seq-evaluate and seq2seq-translate ---------------------------------------------------
 
 
-def _job_config(dcfg: DictConfig, schema: type) -> Any:
+def _job_config(dcfg: DictConfig, schema: type, command: str) -> Any:
     """The command line as ``schema``'s dataclass; a missing checkpoint= says what to pass."""
     from omegaconf import OmegaConf
 
@@ -160,7 +160,7 @@ def _job_config(dcfg: DictConfig, schema: type) -> Any:
     if OmegaConf.is_missing(dcfg, "checkpoint"):
         raise ConfigError("no checkpoint given: pass checkpoint=PATH, the best.pt (or last.pt) of a "
                           "seq2seq-train run directory")
-    cfg = to_dataclass(dcfg, schema)
+    cfg = _checked(dcfg, schema, command)
     cpu.setup(cfg.threads)
     return cfg
 
@@ -169,16 +169,20 @@ def _job_config(dcfg: DictConfig, schema: type) -> Any:
 @_report_errors
 def _evaluate(dcfg: DictConfig) -> None:
     from seq2seq.errors import DataError
-    from seq2seq.evaluate import read_inputs, resolve_inputs, score, write_lines
+    from seq2seq.evaluate import check_plot_dir, check_writable, read_inputs, resolve_inputs, score, write_lines
     from seq2seq.translator import Translator
 
-    cfg: EvaluateConfig = _job_config(dcfg, EvaluateConfig)
+    cfg: EvaluateConfig = _job_config(dcfg, EvaluateConfig, "seq2seq-evaluate")
     if cfg.decode.nbest > 1:
         log.info("decode.nbest=%d ignored: seq2seq-evaluate scores the best translation", cfg.decode.nbest)
     decode = dataclasses.replace(cfg.decode, nbest=1)
     translator = Translator.from_checkpoint(cfg.checkpoint, decode, cfg.device, cfg.max_src_len,
                                             cfg.max_src_len_policy)
     inputs = resolve_inputs(cfg, translator.config.data)
+    if inputs.out != "-":
+        check_writable(inputs.out, "out=")  # before the work, not after it
+    if cfg.attention_plots and cfg.attention_plots_n:
+        check_plot_dir(cfg.attention_plots)
     sources, refs = read_inputs(inputs)
     if not sources:
         raise DataError(f"{inputs.src} is empty; give a file with one sentence per line")
@@ -217,6 +221,7 @@ def evaluate() -> None:
     """``seq2seq-evaluate``: translate a split or a file pair and score it; see configs/evaluate.yaml."""
     cpu.openmp_defaults()  # before torch is imported
     register_configs()
+    _check_command_line(EvaluateConfig, "seq2seq-evaluate", ("decode",))
     _evaluate()
 
 
@@ -265,7 +270,7 @@ def _piped(translator: Any, cfg: TranslateConfig) -> None:
 
 
 def _interactive(translator: Any, cfg: TranslateConfig) -> None:
-    """A prompt with line editing and history (readline); Ctrl-D quits."""
+    """A prompt with line editing and history (readline); Ctrl-D quits, Ctrl-C clears the line (as a shell)."""
     from seq2seq.translator import SourceTooLong
 
     try:
@@ -281,6 +286,9 @@ def _interactive(translator: Any, cfg: TranslateConfig) -> None:
         except EOFError:
             print(file=sys.stderr)
             return
+        except KeyboardInterrupt:
+            print(file=sys.stderr, flush=True)  # the typed text is dropped and a fresh prompt comes back
+            continue
         number += 1
         try:
             _answer(translator, cfg, line, number)
@@ -293,7 +301,11 @@ def _interactive(translator: Any, cfg: TranslateConfig) -> None:
 def _translate(dcfg: DictConfig) -> None:
     from seq2seq.translator import Translator
 
-    cfg: TranslateConfig = _job_config(dcfg, TranslateConfig)
+    from seq2seq.evaluate import check_plot_dir
+
+    cfg: TranslateConfig = _job_config(dcfg, TranslateConfig, "seq2seq-translate")
+    if cfg.attention_plots:
+        check_plot_dir(cfg.attention_plots)
     translator = Translator.from_checkpoint(cfg.checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
                                             cfg.max_src_len_policy)
     _reconfigure_streams()
@@ -307,4 +319,5 @@ def translate() -> None:
     """``seq2seq-translate``: interactive or piped translation; see configs/translate.yaml."""
     cpu.openmp_defaults()  # before torch is imported
     register_configs()
+    _check_command_line(TranslateConfig, "seq2seq-translate", ("decode",))
     _translate()
