@@ -299,9 +299,8 @@ def _interactive(translator: Any, cfg: TranslateConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="translate")
 @_report_errors
 def _translate(dcfg: DictConfig) -> None:
-    from seq2seq.translator import Translator
-
     from seq2seq.evaluate import check_plot_dir
+    from seq2seq.translator import Translator
 
     cfg: TranslateConfig = _job_config(dcfg, TranslateConfig, "seq2seq-translate")
     if cfg.attention_plots:

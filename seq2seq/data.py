@@ -85,8 +85,8 @@ def filter_pairs(src: Sequence[list[int]], tgt: Sequence[list[int]], max_len: in
         else:
             kept.append(Example(s, t, i))
     if empty or long:
-        log.log(logging.INFO if report else logging.DEBUG, "%s: dropped %d empty and %d over-long (> %d tokens) pairs of %d", name, empty, long, max_len,
-                 len(src))
+        log.log(logging.INFO if report else logging.DEBUG, "%s: dropped %d empty and %d over-long (> %d tokens) "
+                "pairs of %d", name, empty, long, max_len, len(src))
     if not kept:
         raise DataError(f"{name}: no usable sentence pairs left after dropping {empty} empty and {long} pairs longer "
                         f"than {max_len} tokens; check the files or raise data.max_len")
