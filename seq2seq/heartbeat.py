@@ -30,16 +30,18 @@ class Heartbeat:
         on = (not sys.stderr.isatty()) if enabled is None else enabled
         self.interval_s = interval_s if on else None
         self.clock = clock
-        self.last = clock()
+        self.start = self.last = clock()
 
     def due(self) -> bool:
         return self.interval_s is not None and self.clock() - self.last >= self.interval_s
 
-    def beat(self, step: int, epoch: int, tokens_per_s: float, used: float, elapsed_s: float) -> bool:
-        """Log when due; ``used`` (0 to 1) is the share of the budget spent in ``elapsed_s`` seconds."""
+    def beat(self, step: int, epoch: int, tokens_per_s: float, used: float, before_s: float = 0.0) -> bool:
+        """Log when due; ``used`` (0 to 1) is the share of the budget spent, ``before_s`` the run's seconds
+        before this process (a resumed run)."""
         if not self.due():
             return False
         self.last = self.clock()
+        elapsed_s = before_s + self.last - self.start
         eta = f"{_duration(elapsed_s * (1 - used) / used)} left of the budget" if used > 0 else "ETA unknown"
         log.info("heartbeat: step %d epoch %d, %.0f target tokens/s, %.0f%% of the budget, %s", step, epoch,
                  tokens_per_s, 100 * used, eta)

@@ -110,9 +110,9 @@ class Trainer:
             if p.step % t.log_every_steps == 0:
                 self.log_train(result.loss, rate)
                 window_tokens, window_start = 0, time.monotonic()
-            elif self.heartbeat.due():
-                used = budget_used(t, p, self.epoch_batches, self.clock.elapsed())
-                self.heartbeat.beat(p.step, p.epoch, rate, used, self.clock.elapsed())
+            elif self.heartbeat.due():  # its own clock: the run's clock is read only where it decides
+                used = budget_used(t, p, self.epoch_batches, self.clock.agreed_s)
+                self.heartbeat.beat(p.step, p.epoch, rate, used, self.clock.before_s)
             if self.after_step():
                 bar.close()
                 return True
