@@ -1,7 +1,8 @@
 """Hydra multirun (``seq2seq-train -m ...``): job directories named after their overrides, and a summary.
 
 Each job's directory is ``{hydra.sweep.dir}/{overrides}`` (``model-attention=luong_dot,train.max_steps=50``:
-:func:`dirname` makes Hydra's ``override_dirname`` one path component). When the sweep ends the entry
+:func:`dirname` makes Hydra's ``override_dirname`` one path component; train.yaml leaves out the settings
+that hold paths). When the sweep ends the entry
 point prints a table, overrides -> best validation BLEU, read from each job's files, and writes it to
 ``{sweep dir}/summary.tsv``.
 
@@ -13,6 +14,7 @@ ships); with a launcher plugin that runs jobs elsewhere the table is not printed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -23,7 +25,9 @@ SWEEP_DIRS: list[Path] = []  # the sweep directories the jobs of this process ra
 def dirname(override_dirname: str) -> str:
     """Hydra's ``a=1,model/attention=x`` as one directory name (``/`` would nest directories)."""
     name = override_dirname.replace("/", "-").replace("\\", "-") or "defaults"
-    return name[:200]
+    if len(name) <= 200:
+        return name
+    return f"{name[:180]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"  # cut, but still one per job
 
 
 def register_resolver() -> None:

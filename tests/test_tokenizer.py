@@ -1,0 +1,18 @@
+"""SentencePiece training: the log says how many pieces the corpus gave."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import toy_config
+
+from seq2seq.data import load_corpus
+
+
+def test_a_vocabulary_smaller_than_asked_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="seq2seq.tokenizer"):
+        tokenizer = load_corpus(toy_config(tmp_path, "data.vocab_size=100").data).tokenizer
+    assert tokenizer.src_vocab_size < 100
+    assert f"vocabulary: {tokenizer.src_vocab_size} pieces, fewer than data.vocab_size=100" in caplog.text
