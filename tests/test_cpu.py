@@ -21,7 +21,7 @@ def test_passive_waiting_unless_the_user_chose() -> None:
 
 def test_the_console_scripts_import_no_torch_before_setting_it() -> None:
     """libgomp reads OMP_WAIT_POLICY once, when torch loads it: setting it later does nothing."""
-    code = "import sys, seq2seq.cli, seq2seq.cpu, seq2seq.config, seq2seq.keys, seq2seq.sweep; print('torch' in sys.modules)"
+    code = "import sys, seq2seq.cli, seq2seq.cpu, seq2seq.keys, seq2seq.sweep; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
 

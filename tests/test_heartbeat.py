@@ -20,7 +20,7 @@ def test_beats_every_interval_with_speed_and_eta(caplog: pytest.LogCaptureFixtur
         assert not beat.beat(60, 1, 1000.0, 0.3)
         now[0] = 61.0
         assert beat.beat(70, 2, 1000.0, 0.0)
-    assert "heartbeat: step 50 epoch 1, 1234 target tokens/s, 25% of the budget, 1m30s left of the budget" in caplog.text
+    assert "step 50 epoch 1, 1234 target tokens/s, 25% of the budget, 1m30s left of the budget" in caplog.text
     assert "ETA unknown" in caplog.text
 
 
