@@ -12,9 +12,10 @@ process" starts ``python3 -c "while True: pass"`` (one core, single-threaded) fi
   is left alone by seq2seq, so this reproduces the old behaviour with the new code);
 - **after**: seq2seq's default, ``OMP_WAIT_POLICY=PASSIVE`` (seq2seq/cpu.py).
 
-Before and after run one right after the other for every cell, so a change in the machine's load hits
-both. The load average is printed with each row: on a machine that is not idle, "alone" is not alone.
-Every run is bounded (``--timeout`` seconds). Prints a table; measures, asserts nothing.
+Before and after run one right after the other for every cell (in alternating order with ``--repeats``),
+so a change in the machine's load hits both. The load average is printed with each row: on a machine that
+is not idle, "alone" is not alone. Every run is bounded (``--timeout`` seconds; a run that does not reach
+its last step in time shows as nan). Prints a table; measures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -78,12 +79,14 @@ def main() -> None:
         rows = []
         for load in ("alone", "beside 1 busy"):
             for threads in args.threads:
-                for _ in range(args.repeats):
+                for repeat in range(args.repeats):
                     other = busy() if load != "alone" else None
                     try:
                         time.sleep(0.5 if other else 0)
-                        before = train_rate(args.steps, threads, "before", tmp, args.timeout)
-                        after = train_rate(args.steps, threads, "after", tmp, args.timeout)
+                        rate = {}
+                        for policy in ("before", "after")[:: 1 if repeat % 2 == 0 else -1]:  # alternate the order
+                            rate[policy] = train_rate(args.steps, threads, policy, tmp, args.timeout)
+                        before, after = rate["before"], rate["after"]
                     finally:
                         if other:
                             other.kill()

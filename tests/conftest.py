@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+from seq2seq import cpu
 
-from seq2seq.config import Config, compose
-from seq2seq.data import load_corpus
-from seq2seq.trainer import Trainer
+cpu.openmp_defaults()  # as the console scripts do, before torch starts OpenMP: a busy CI machine stays usable
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from seq2seq.config import Config, compose  # noqa: E402
+from seq2seq.data import load_corpus  # noqa: E402
+from seq2seq.trainer import Trainer  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("SEQ2SEQ_TEST_THREADS", "2")))  # fixed, for reproducible numbers
 
