@@ -2,6 +2,7 @@
 
     python scripts/thread_contention.py                   # experiment=toy, 80 steps, threads 2 and 1
     python scripts/thread_contention.py --steps 40 --repeats 2 --threads 2
+    python scripts/thread_contention.py --after-env GOMP_SPINCOUNT=10000   # try another setting as "after"
 
 Each cell is one short ``seq2seq-train experiment=toy`` run in its own process; the number is the target
 tokens/s of its training steps (the log line at the last step; validation excluded). "beside a busy
@@ -71,8 +72,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--repeats", type=int, default=1, help="before/after pairs per cell")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds per training run at most")
+    parser.add_argument("--after-env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="measure these OpenMP settings as 'after' instead of seq2seq's default, "
+                             "e.g. GOMP_SPINCOUNT=10000")
     args = parser.parse_args()
-    print(f"cores: {os.cpu_count()}; load average (1/5/15 min) at start: {load_average()}", flush=True)
+    POLICIES["after"] = dict(item.split("=", 1) for item in args.after_env)
+    after = POLICIES["after"] or "seq2seq's default (OMP_WAIT_POLICY=PASSIVE)"
+    print(f"cores: {os.cpu_count()}; load average (1/5/15 min) at start: {load_average()}; "
+          f"before: {POLICIES['before']}, after: {after}", flush=True)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         train_rate(2, 1, "after", tmp, args.timeout)  # generate the toy data and its SentencePiece model once
