@@ -3,7 +3,7 @@
 **OpenMP waiting.** torch runs its intra-op parallel regions on GNU OpenMP, whose threads spin for
 about 300,000 iterations at every barrier before they sleep. When another process holds one of the
 cores, the thread that should finish the region is descheduled while its partner spins for it: two
-threads beside one busy process trained the toy model 3.6x slower than one thread (issue 18;
+threads beside one busy process trained the toy model 3.4x slower than one thread (issue 18;
 ``scripts/thread_contention.py`` measures it). ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep
 at once, so a loaded machine costs in proportion to the load. libgomp reads it once, when torch is
 imported, so :func:`openmp_defaults` runs before that: the console scripts call it first thing, and a
