@@ -93,10 +93,15 @@ def _train(dcfg: DictConfig) -> None:
     except (Seq2SeqError, KeyboardInterrupt) as err:
         from seq2seq import distributed
 
-        if distributed.is_main():
-            launch.log_error(str(err) or type(err).__name__)
-            if launch.remove_failed_start(run_dir):
-                print(f"(nothing was trained: {run_dir} removed)", file=sys.stderr, flush=True)
+        if not distributed.is_main():
+            raise
+        launch.log_error(str(err) or type(err).__name__)
+        if not launch.remove_failed_start(run_dir):
+            raise
+        note = f"nothing was trained, so {run_dir} was removed"
+        if isinstance(err, Seq2SeqError):
+            raise type(err)(f"{err} ({note})") from None
+        print(f"({note})", file=sys.stderr, flush=True)
         raise
 
 
