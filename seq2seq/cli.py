@@ -96,7 +96,9 @@ def _train(dcfg: DictConfig) -> None:
         if not distributed.is_main():
             raise
         launch.log_error(str(err) or type(err).__name__)
-        if not launch.remove_failed_start(run_dir):
+        chosen = hydra_cfg.mode.name == "MULTIRUN" or any(o.startswith("hydra.run.dir=")
+                                                         for o in hydra_cfg.overrides.hydra)
+        if not launch.remove_failed_start(run_dir, empty_parents=0 if chosen else 2):  # runs/{data.name}/
             raise
         note = f"nothing was trained, so {run_dir} was removed"
         if isinstance(err, Seq2SeqError):

@@ -85,9 +85,10 @@ def log_error(message: str) -> None:
             handler.handle(record)
 
 
-def remove_failed_start(run_dir: Path) -> bool:
+def remove_failed_start(run_dir: Path, empty_parents: int = 0) -> bool:
     """Remove what a start that failed before its first checkpoint wrote (and the directory, when that
-    leaves it empty); a directory holding any ``*.pt`` or other files is kept. True when removed."""
+    leaves it empty), then up to ``empty_parents`` parents that are left empty (the default
+    ``runs/{data.name}/``); a directory holding any ``*.pt`` or other files is kept. True when removed."""
     if not run_dir.is_dir() or any(run_dir.glob("*.pt")):
         return False
     if any(p.name not in RUN_FILES for p in run_dir.iterdir()):
@@ -97,4 +98,9 @@ def remove_failed_start(run_dir: Path) -> bool:
             logging.getLogger().removeHandler(handler)
             handler.close()
     shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in list(run_dir.parents)[:empty_parents]:
+        try:
+            parent.rmdir()  # only an empty one
+        except OSError:
+            break
     return not run_dir.exists()

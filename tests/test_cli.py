@@ -57,7 +57,7 @@ def test_a_failed_start_leaves_no_directory(tmp_path: Path) -> None:
         out = subprocess.run(train_args(tmp_path, *extra)[:1] + list(TOY) + extra, cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 2 and message in out.stderr, out.stderr
-        assert not list((tmp_path / "runs").glob("*/*")), "a failed start left its directory"
+        assert not (tmp_path / "runs").exists(), "a failed start left its directory"
 
 
 @pytest.mark.parametrize(("command", "args"), [

@@ -37,6 +37,11 @@ def test_a_failed_start_is_removed_but_never_a_run(tmp_path: Path) -> None:
     (failed / ".hydra").mkdir(parents=True)
     (failed / "train.log").write_text("error: ...")
     assert remove_failed_start(failed) and not failed.exists()
+    default = tmp_path / "runs" / "mine" / "2020-01-01"  # Hydra's default: runs/{data.name}/{date}
+    (default / ".hydra").mkdir(parents=True)
+    (tmp_path / "runs" / "other").mkdir()
+    assert remove_failed_start(default, empty_parents=2)
+    assert not (tmp_path / "runs" / "mine").exists() and (tmp_path / "runs" / "other").is_dir()
     for kept, extra in (("run", "last.pt"), ("mine", "notes.txt")):
         (tmp_path / kept / ".hydra").mkdir(parents=True)
         (tmp_path / kept / extra).write_text("x")
