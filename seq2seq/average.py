@@ -18,8 +18,11 @@ from typing import Any
 import torch
 
 from seq2seq.checkpoint import decoding_payload, kept_checkpoints, load_checkpoint, save_checkpoint
-from seq2seq.config import AverageConfig
+from seq2seq.commands import AverageConfig
+from seq2seq.config import Config
+from seq2seq.data import Corpus
 from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.model import Seq2Seq
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +87,28 @@ def write_average(paths: Sequence[str | Path], out: str | Path) -> dict[str, Any
     save_checkpoint(out, payload)
     log.info("averaged %d checkpoints (%s) into %s", len(paths), ", ".join(Path(p).name for p in paths), out)
     return payload
+
+
+def average_at_end(model: Seq2Seq, corpus: Corpus, cfg: Config, run_dir: Path, best_bleu: float) -> None:
+    """train.average_at_end: rank 0 writes avg.pt, the mean of the run's kept checkpoints, and logs its
+    validation scores next to best.pt's (every rank takes part in the measuring)."""
+    import copy
+
+    from seq2seq import distributed
+    from seq2seq.validation import measure
+
+    kept = kept_checkpoints(run_dir)
+    if distributed.is_main():
+        payload = write_average(kept, run_dir / "avg.pt")
+        model = copy.deepcopy(model)
+        model.load_state_dict(payload["model"])
+    scores, _ = measure(model, corpus, cfg)
+    log.info("avg.pt (%d checkpoints): validation loss %.3f BLEU %.2f chrF %.2f (best.pt: BLEU %.2f)",
+             len(kept), scores["loss"], scores["bleu"], scores["chrf"], best_bleu)
+
+
+def run(cfg: AverageConfig) -> Path:
+    """seq2seq-average: write the average of ``cfg``'s checkpoints; returns where."""
+    out = Path(cfg.out) if cfg.out is not None else Path(str(cfg.run)) / "avg.pt"
+    write_average(resolve_checkpoints(cfg), out)
+    return out

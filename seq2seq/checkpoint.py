@@ -64,7 +64,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for damaged files; all mean the same to a user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
+        if isinstance(err, (KeyError, IndexError)) or first.isdigit():  # e.g. KeyError(101): says nothing
+            first = "no zip archive or pickle inside"
         if isinstance(err, pickle.UnpicklingError) and "global" in str(err).lower():
             raise CheckpointError(f"refusing to load {path}: it holds objects other than tensors and plain data "
                                   f"({first[:200]}); only load checkpoints written by seq2seq") from None
@@ -148,7 +150,7 @@ class RunCheckpoints:
     def resume(self, path: Path) -> Progress:
         """Load ``path`` into the run's parts and RNGs; returns where the run was."""
         payload = load_checkpoint(path)
-        check_resumable(payload, self.cfg, path)
+        continued = check_resumable(payload, self.cfg, path)
         parts = self.parts
         parts.model.load_state_dict(payload["model"])
         parts.optimizer.load_state_dict(payload["optimizer"])
@@ -158,9 +160,28 @@ class RunCheckpoints:
         if parts.scaler is not None and "scaler" in payload:
             parts.scaler.load_state_dict(payload["scaler"])
         progress = Progress(**payload["progress"])
+        if continued:
+            log.info("%s", continued)
+            progress.finished, progress.stopped = False, None
         self.clock.restart(progress.elapsed_s)
         self._restore_rng(payload["rng"], path, progress)
         return progress
+
+    def init_from(self, path: Path, reset: str) -> None:
+        """A new run starting from the weights of ``path`` (same model and vocabulary); ``reset=optimizer``
+        starts Adam afresh, ``reset=none`` keeps its moments (the rates are this run's)."""
+        payload = load_checkpoint(path)
+        _check_model(payload, self.cfg, path, "init_from needs a model")
+        check_vocabulary(payload, self.tokenizer, path)
+        self.parts.model.load_state_dict(payload["model"])
+        if reset == "none":
+            optimizer = self.parts.optimizer
+            fresh = [dict(group) for group in optimizer.param_groups]
+            optimizer.load_state_dict(payload["optimizer"])
+            for group, settings in zip(optimizer.param_groups, fresh, strict=True):
+                group.update({k: v for k, v in settings.items() if k != "params"})
+        log.info("new run from the weights of %s (step %d of its run); optimizer: %s", path,
+                 payload["progress"]["step"], "fresh" if reset == "optimizer" else "kept (init_reset=none)")
 
     def _restore_rng(self, rng: dict[str, Any], path: Path, progress: Progress) -> None:
         torch.set_rng_state(rng["torch"])
@@ -174,8 +195,55 @@ class RunCheckpoints:
             seed_everything(self.cfg.seed + 1000 * progress.step + distributed.rank())
 
 
-def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
-    """``cfg`` may resume the checkpoint only with the same language pair and model, and if it is unfinished."""
+def differences(saved: dict[str, Any], now: dict[str, Any], group: str) -> list[str]:
+    """``group.key=old -> new`` for every setting of ``group`` that differs (plain data on both sides)."""
+    keys = sorted(set(saved) | set(now))
+    return [f"{group}.{k}={saved.get(k, '(unset)')} -> {now.get(k, '(unset)')}" for k in keys
+            if saved.get(k, "(unset)") != now.get(k, "(unset)")]
+
+
+def _check_model(payload: dict[str, Any], cfg: Config, path: Path, action: str) -> None:
+    saved = to_dict(checkpoint_config(payload, path).model)  # the schema fills keys newer than the checkpoint
+    changed = differences(saved, to_dict(cfg.model), "model")
+    if changed:
+        raise ConfigError(f"{path} was trained with other model settings ({', '.join(changed)}, checkpoint -> "
+                          f"now); {action} with the checkpoint's model settings")
+
+
+def _room_left(t: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    """The limits of the train settings ``t`` that progress ``p`` has already reached (plain data)."""
+    hit = []
+    if t["max_steps"] is not None and p["step"] >= t["max_steps"]:
+        hit.append(f"train.max_steps={t['max_steps']} (step {p['step']})")
+    if t["max_minutes"] is not None and p["elapsed_s"] >= 60 * t["max_minutes"]:
+        hit.append(f"train.max_minutes={t['max_minutes']} ({p['elapsed_s'] / 60:.1f} minutes)")
+    if p["epoch"] > t["max_epochs"] or (p["epoch"] == t["max_epochs"] and p.get("stopped") in ("train.max_epochs",
+                                                                                               None)):
+        hit.append(f"train.max_epochs={t['max_epochs']} (epoch {p['epoch']})")
+    if p["bad_validations"] >= t["patience"]:
+        hit.append(f"train.patience={t['patience']} ({p['bad_validations']} validations without a gain)")
+    return hit
+
+
+def _check_finished(payload: dict[str, Any], cfg: Config, path: Path) -> str:
+    """A finished run continues when its budget grew; returns the log line saying what changed."""
+    p, saved_train, now = payload["progress"], payload["config"]["train"], to_dict(cfg.train)
+    blocked = _room_left(now, p)
+    if blocked:
+        raise ConfigError(
+            f"{path} belongs to a finished run and {'; '.join(blocked)} is already reached: to train it longer, "
+            "resume=true with a larger value of that setting; to start a new run from its weights, "
+            f"init_from={path} in a new hydra.run.dir")
+    budget = ("max_steps", "max_epochs", "max_minutes", "patience")
+    changed = differences({k: saved_train[k] for k in budget}, {k: now[k] for k in budget}, "train")
+    return (f"continuing the finished run {path} from step {p['step']} (it stopped at "
+            f"{p.get('stopped') or 'its budget'}): {', '.join(changed) or 'the budget is unchanged'}"
+            + ("; the cosine schedule now spans the new budget" if cfg.optim.schedule == "cosine" else ""))
+
+
+def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> str | None:
+    """``cfg`` may resume the checkpoint only with the same language pair and model; a finished run only with
+    a budget that lets it go on. Returns what a continued finished run should log, else None."""
     pair = [cfg.data.src_lang, cfg.data.tgt_lang]
     if "optimizer" not in payload:
         raise ConfigError(f"{path} holds weights only (a kept or averaged checkpoint) and cannot be resumed; "
@@ -183,17 +251,29 @@ def check_resumable(payload: dict[str, Any], cfg: Config, path: Path) -> None:
     if payload.get("pair") != pair:
         raise ConfigError(f"{path} was trained on {'-'.join(payload.get('pair') or ['?'])}, not on the requested "
                           f"{'-'.join(pair)}; resume with the same data.src_lang / data.tgt_lang")
-    if to_dict(checkpoint_config(payload, path).model) != to_dict(cfg.model):  # the schema fills newer keys
-        raise ConfigError(f"{path} was trained with a different model config; resume with the same model settings")
+    _check_model(payload, cfg, path, "resume")
+    saved = to_dict(checkpoint_config(payload, path))
     for group in ("optim", "train"):  # allowed (a longer budget, say), but the schedule changes with them
-        saved, now = payload["config"].get(group, {}), to_dict(getattr(cfg, group))
-        changed = sorted(k for k in now if k not in saved or saved[k] != now[k])
+        changed = differences(saved[group], to_dict(getattr(cfg, group)), group)
         if changed:
-            log.warning("resuming %s with other %s settings than it was trained with: %s", path, group,
-                        ", ".join(f"{k}={saved.get(k, '(unset)')} -> {now[k]}" for k in changed))
-    if payload["progress"]["finished"]:
-        raise ConfigError(f"{path} belongs to a finished run; there is nothing to resume: start a new run "
-                          "in a new hydra.run.dir")
+            log.warning("resuming %s with other settings than it was trained with: %s", path, ", ".join(changed))
+    return _check_finished(payload, cfg, path) if payload["progress"]["finished"] else None
+
+
+def check_vocabulary(payload: dict[str, Any], tokenizer: Tokenizer, path: Path) -> None:
+    """The checkpoint's SentencePiece model(s) must be this run's: the weights are indexed by its pieces."""
+    theirs = tokenizer_from(payload)
+    for side, mine, other in (("source", tokenizer.src_model, theirs.src_model),
+                              ("target", tokenizer.tgt_model or tokenizer.src_model,
+                               theirs.tgt_model or theirs.src_model)):
+        if bytes(mine) == bytes(other):
+            continue
+        size_mine = tokenizer.src_vocab_size if side == "source" else tokenizer.tgt_vocab_size
+        size_other = theirs.src_vocab_size if side == "source" else theirs.tgt_vocab_size
+        detail = (f"{size_other} pieces in the checkpoint, {size_mine} in this run" if size_mine != size_other
+                  else "as many pieces, but other ones")
+        raise ConfigError(f"{path} has another {side} vocabulary than this run ({detail}); use the data.* "
+                          "settings (corpus, data.vocab_size, data.joint_vocab, data.spm_type) it was trained with")
 
 
 def decoding_payload(payload: dict[str, Any]) -> dict[str, Any]:

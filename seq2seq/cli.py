@@ -7,7 +7,6 @@ stderr and exits with status 2; nothing else is printed.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import sys
 import time
@@ -21,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from seq2seq import cpu
-from seq2seq.config import Config, EvaluateConfig, TranslateConfig, register_configs, to_dataclass
+from seq2seq import cpu, prompt
+from seq2seq.commands import AverageConfig, EvaluateConfig, ScoreConfig, ServeConfig, TranslateConfig
+from seq2seq.config import Config, register_configs, to_dataclass
 from seq2seq.errors import Seq2SeqError
 
 log = logging.getLogger("seq2seq")
@@ -36,86 +36,101 @@ def _report_errors(fn: Callable[[DictConfig], None]) -> Callable[[DictConfig], N
         except Seq2SeqError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr, flush=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            from seq2seq.launch import Terminated
+
+            print("terminated" if isinstance(err, Terminated) else "interrupted", file=sys.stderr, flush=True)
+            sys.exit(143 if isinstance(err, Terminated) else 130)
 
     return wrapped
 
 
-def _resume_path(value: str | None, run_dir: Path) -> Path | None:
-    if value is None or value.lower() in ("false", "no", "0", ""):
-        return None
-    if value.lower() in ("true", "yes", "1"):
-        return run_dir / "last.pt"
-    return Path(value)
+def _check_command_line(schema: type, command: str, groups: tuple[str, ...]) -> None:
+    """Unknown keys fail before Hydra sees them, naming the nearest valid key (seq2seq/keys.py)."""
+    from seq2seq.keys import check_overrides
+
+    try:
+        check_overrides(sys.argv[1:], schema, groups, command)
+    except Seq2SeqError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
-def _load_corpus_once(cfg: Config) -> Any:
-    """Rank 0 first (it may generate the toy data and train SentencePiece), then the others from its files."""
-    from seq2seq import distributed
-    from seq2seq.data import load_corpus
+def _checked(dcfg: DictConfig, schema: type, command: str) -> Any:
+    """The composed config as ``schema``'s dataclasses, after every key was found in the schema."""
+    from seq2seq.keys import check_keys
 
-    if not distributed.is_main():
-        distributed.barrier()
-    corpus = load_corpus(cfg.data)
-    if distributed.is_main():
-        distributed.barrier()
-    return corpus
+    check_keys(dcfg, schema, command)
+    return to_dataclass(dcfg, schema)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 @_report_errors
 def _train(dcfg: DictConfig) -> None:
-    from seq2seq import distributed
-    from seq2seq.device import resolve_device
-    from seq2seq.errors import ConfigError
-    from seq2seq.trainer import Trainer
+    from seq2seq import launch
 
-    cfg: Config = to_dataclass(dcfg, Config)
-    cpu.setup(cfg.threads)
-    device = resolve_device(cfg.device)
-    distributed.init(device)  # under torchrun: join the process group
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode.name == "MULTIRUN":
+        from seq2seq import sweep
+
+        sweep.job_started(hydra_cfg.sweep.dir)
     try:
-        # rank 0's directory for all ranks (the default hydra.run.dir holds a time that may differ)
-        run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))
+        _train_in(dcfg, run_dir)
+    except (Seq2SeqError, KeyboardInterrupt) as err:
+        from seq2seq import distributed
+
         if not distributed.is_main():
-            logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs progress; the others only problems
-        resume = _resume_path(cfg.resume, run_dir)
-        if resume is None and (run_dir / "last.pt").exists():
-            raise ConfigError(f"run directory {run_dir} already holds a run (last.pt); continue it with "
-                              "resume=true or choose a new directory with hydra.run.dir=...")
-        log.info("run directory: %s (%d process%s)", run_dir, distributed.world_size(),
-                 "es" if distributed.world_size() > 1 else "")
-        with logging_redirect_tqdm():
-            corpus = _load_corpus_once(cfg)
-            if distributed.is_main():
-                corpus.tokenizer.save(run_dir)
-            trainer = Trainer(cfg, corpus, run_dir, device)
-            if resume is not None:
-                trainer.resume(resume)
-            trainer.run()
-    finally:
-        distributed.cleanup()
+            raise
+        launch.log_error(str(err) or type(err).__name__)
+        chosen = hydra_cfg.mode.name == "MULTIRUN" or any(o.startswith("hydra.run.dir=")
+                                                         for o in hydra_cfg.overrides.hydra)
+        if not launch.remove_failed_start(run_dir, empty_parents=0 if chosen else 2):  # runs/{data.name}/
+            raise
+        note = f"nothing was trained, so {run_dir} was removed"
+        if isinstance(err, Seq2SeqError):
+            raise type(err)(f"{err} ({note})") from None
+        print(f"({note})", file=sys.stderr, flush=True)
+        raise
+
+
+def _train_in(dcfg: DictConfig, run_dir: Path) -> None:
+    from seq2seq import launch
+
+    cfg: Config = _checked(dcfg, Config, "seq2seq-train")
+    cpu.setup(cfg.threads)
+    hydra_cfg = HydraConfig.get()
+    dir_given = any(o.startswith(("hydra.run.dir=", "hydra.sweep")) for o in hydra_cfg.overrides.hydra)
+    launch.train(cfg, run_dir, dir_given or hydra_cfg.mode.name == "MULTIRUN")
+
+
+TRAIN_GROUPS = ("data", "model", "model/attention", "optim", "decode", "experiment")
 
 
 def train() -> None:
     """``seq2seq-train``: train a model; see configs/train.yaml."""
+    cpu.openmp_defaults()  # before torch is imported
     register_configs()
-    _train()
+    _check_command_line(Config, "seq2seq-train", TRAIN_GROUPS)
+    from seq2seq import sweep
+
+    try:
+        _train()
+    finally:
+        sweep.report()  # after -m: overrides -> best validation BLEU of each job
 
 
 # ---- seq2seq-evaluate and seq2seq-translate ---------------------------------------------------
 
 
-def _job_config(dcfg: DictConfig, schema: type) -> Any:
+def _job_config(dcfg: DictConfig, schema: type, command: str) -> Any:
     """The command line as ``schema``'s dataclass; a missing checkpoint= says what to pass."""
     from seq2seq.errors import ConfigError
 
     if OmegaConf.is_missing(dcfg, "checkpoint"):
         raise ConfigError("no checkpoint given: pass checkpoint=PATH, the best.pt (or last.pt) of a "
                           "seq2seq-train run directory")
-    cfg = to_dataclass(dcfg, schema)
+    cfg = _checked(dcfg, schema, command)
     cpu.setup(cfg.threads)
     return cfg
 
@@ -124,16 +139,20 @@ def _job_config(dcfg: DictConfig, schema: type) -> Any:
 @_report_errors
 def _evaluate(dcfg: DictConfig) -> None:
     from seq2seq.errors import DataError
-    from seq2seq.evaluate import read_inputs, resolve_inputs, score, write_lines
+    from seq2seq.evaluate import check_plot_dir, check_writable, read_inputs, resolve_inputs, score, write_lines
     from seq2seq.translator import Translator
 
-    cfg: EvaluateConfig = _job_config(dcfg, EvaluateConfig)
+    cfg: EvaluateConfig = _job_config(dcfg, EvaluateConfig, "seq2seq-evaluate")
     if cfg.decode.nbest > 1:
         log.info("decode.nbest=%d ignored: seq2seq-evaluate scores the best translation", cfg.decode.nbest)
     decode = dataclasses.replace(cfg.decode, nbest=1)
     translator = Translator.from_checkpoint(cfg.checkpoint, decode, cfg.device, cfg.max_src_len,
                                             cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
     inputs = resolve_inputs(cfg, translator.config.data)
+    if inputs.out != "-":
+        check_writable(inputs.out, "out=")  # before the work, not after it
+    if cfg.attention_plots and cfg.attention_plots_n:
+        check_plot_dir(cfg.attention_plots)
     sources, refs = read_inputs(inputs)
     if not sources:
         raise DataError(f"{inputs.src} is empty; give a file with one sentence per line")
@@ -164,206 +183,104 @@ def _evaluate(dcfg: DictConfig) -> None:
     if cfg.attention_plots and cfg.attention_plots_n:
         n = min(cfg.attention_plots_n, len(sources))
         for number, (source, result) in enumerate(zip(sources[:n], results[:n], strict=True), 1):
-            _plot(cfg.attention_plots, number, source, result, _heads(translator, result, cfg.per_head))
+            prompt.save_plots(cfg.attention_plots, number, source, result,
+                              prompt.attention_maps(translator, result, cfg.per_head))
         log.info("attention plots of the first %d sentences in %s", n, cfg.attention_plots)
 
 
 def evaluate() -> None:
     """``seq2seq-evaluate``: translate a split or a file pair and score it; see configs/evaluate.yaml."""
-    register_configs()
+    _start(EvaluateConfig, "seq2seq-evaluate")
     _evaluate()
-
-
-def _heads(translator: Any, result: Any, per_head: bool) -> list[tuple[str, Any]]:
-    """("head n", (T+1, S) map) for every head of the best translation when ``per_head`` is set and the model
-    has several heads; else nothing (the heads' average is shown anyway)."""
-    if not per_head or not result.attention or translator.config.model.attention == "none":
-        return []
-    if not translator.config.model.attention == "multihead":
-        log.info("per_head=true: %s attention has one head, shown as it is", translator.config.model.attention)
-        return []
-    heads = translator.head_attention(result)  # (N, T+1, S)
-    return [(f"head {n + 1}", h) for n, h in enumerate(heads)]
-
-
-def _plot(directory: str, number: int, source: str, result: Any, heads: list[tuple[str, Any]]) -> None:
-    """``{directory}/{number:05d}.png``: the heatmap of the best translation of line ``number`` (the heads'
-    average), and ``{number:05d}.head{n}.png`` for each of ``heads``."""
-    from seq2seq.plot import save_heatmap
-
-    if result.attention:
-        save_heatmap(Path(directory) / f"{number:05d}.png", result.src_pieces, result.tgt_pieces[0],
-                     result.attention[0], title=source)
-    for name, attention in heads:
-        save_heatmap(Path(directory) / f"{number:05d}.{name.replace(' ', '')}.png", result.src_pieces,
-                     result.tgt_pieces[0], attention, title=f"{name}: {source}")
-
-
-def _answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> None:
-    """Translate one input line and write its answer: one line, or with nbest > 1 a block of
-    ``score<TAB>translation`` lines ended by an empty line. Attention goes to stderr."""
-    result = translator.translations([line], first_line=number)[0]
-    if cfg.decode.nbest == 1:
-        sys.stdout.write(result.text + "\n")
-    else:
-        block = zip(result.scores, result.hypotheses, strict=True)
-        sys.stdout.write("".join(f"{s:.4f}\t{h}\n" for s, h in block) + "\n")
-    sys.stdout.flush()
-    heads = _heads(translator, result, cfg.per_head) if cfg.show_attention or cfg.attention_plots else []
-    if cfg.show_attention and result.attention:
-        from seq2seq.plot import format_attention
-
-        for name, attention in [("", result.attention[0]), *heads]:
-            table = format_attention(result.src_pieces, result.tgt_pieces[0], attention)
-            sys.stderr.write((f"{name}:\n" if name else "") + table + "\n")
-        sys.stderr.flush()
-    if cfg.attention_plots:
-        _plot(cfg.attention_plots, number, line, result, heads)
-
-
-def _reconfigure_streams() -> None:
-    """Bad UTF-8 in becomes U+FFFD and unencodable output '?', never a crash; only \\n ends an input line
-    (a lone \\r is part of the sentence)."""
-    if isinstance(sys.stdin, io.TextIOWrapper):
-        sys.stdin.reconfigure(errors="replace", newline="\n")
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(errors="replace")
-
-
-def _piped(translator: Any, cfg: TranslateConfig) -> None:
-    """Exactly one answer per input line, written as soon as the line is read."""
-    for number, line in enumerate(sys.stdin, 1):
-        _answer(translator, cfg, line.removesuffix("\n").removesuffix("\r"), number)
-
-
-def _interactive(translator: Any, cfg: TranslateConfig) -> None:
-    """A prompt with line editing and history (readline); Ctrl-D quits."""
-    from seq2seq.translator import SourceTooLong
-
-    try:
-        import readline  # noqa: F401  (importing it gives input() line editing)
-    except ImportError:
-        pass
-    prompt = "> " if sys.stdout.isatty() else ""
-    print("Type a sentence and press Enter; Ctrl-D quits.", file=sys.stderr, flush=True)
-    number = 0
-    while True:
-        try:
-            line = input(prompt)
-        except EOFError:
-            print(file=sys.stderr)
-            return
-        number += 1
-        try:
-            _answer(translator, cfg, line, number)
-        except SourceTooLong as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="translate")
 @_report_errors
 def _translate(dcfg: DictConfig) -> None:
+    from seq2seq.evaluate import check_plot_dir
     from seq2seq.translator import Translator
 
-    cfg: TranslateConfig = _job_config(dcfg, TranslateConfig)
+    cfg: TranslateConfig = _job_config(dcfg, TranslateConfig, "seq2seq-translate")
+    if cfg.attention_plots:
+        check_plot_dir(cfg.attention_plots)
     translator = Translator.from_checkpoint(cfg.checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
                                             cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
-    _reconfigure_streams()
+    prompt.reconfigure_streams()
     if sys.stdin.isatty():
-        _interactive(translator, cfg)
+        prompt.interactive(translator, cfg)
     else:
-        _piped(translator, cfg)
+        prompt.piped(translator, cfg)
 
 
 def translate() -> None:
     """``seq2seq-translate``: interactive or piped translation; see configs/translate.yaml."""
-    register_configs()
+    _start(TranslateConfig, "seq2seq-translate")
     _translate()
 
 
-# ---- seq2seq-serve ---------------------------------------------------------------------------------
+# ---- seq2seq-serve, seq2seq-average, seq2seq-score ---------------------------------------------------
+
+
+def _start(schema: type, command: str, groups: tuple[str, ...] = ("decode",)) -> None:
+    """What every console script does first: OpenMP's default before torch loads, the schemas, typo checks."""
+    cpu.openmp_defaults()
+    register_configs()
+    _check_command_line(schema, command, groups)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="serve")
 @_report_errors
 def _serve(dcfg: DictConfig) -> None:
-    import signal
-
-    from seq2seq.config import ServeConfig
     from seq2seq.errors import ConfigError
 
-    cfg: ServeConfig = _job_config(dcfg, ServeConfig)
+    cfg: ServeConfig = _job_config(dcfg, ServeConfig, "seq2seq-serve")
     try:
-        from seq2seq.serve import serve as run_server
+        from seq2seq.serve import main
     except ImportError as err:
         raise ConfigError(f"seq2seq-serve needs FastAPI and uvicorn ({err.name} is missing): "
                           "pip install 'seq2seq[serve]'") from None
-    # uvicorn stops gracefully on SIGTERM, then raises it again: end with status 0 instead of being killed
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    run_server(cfg)
+    main(cfg)
 
 
 def serve() -> None:
     """``seq2seq-serve``: the JSON API and the attention page; see configs/serve.yaml."""
-    register_configs()
+    _start(ServeConfig, "seq2seq-serve")
     _serve()
-
-
-# ---- seq2seq-average and seq2seq-score ----------------------------------------------------------
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="average")
 @_report_errors
 def _average(dcfg: DictConfig) -> None:
-    from seq2seq.average import resolve_checkpoints, write_average
-    from seq2seq.config import AverageConfig
+    from seq2seq.average import run
 
-    cfg: AverageConfig = to_dataclass(dcfg, AverageConfig)
-    paths = resolve_checkpoints(cfg)
-    out = Path(cfg.out) if cfg.out is not None else Path(str(cfg.run)) / "avg.pt"
-    write_average(paths, out)
-    print(out, flush=True)
-
-
-def _positional_run(argv: list[str]) -> None:
-    """``seq2seq-average RUN_DIR ...``: a first argument without ``=`` is the run directory (Hydra itself
-    takes only key=value)."""
-    if len(argv) > 1 and "=" not in argv[1] and not argv[1].startswith("-"):
-        argv[1] = f"run={argv[1]}"
+    cfg: AverageConfig = _checked(dcfg, AverageConfig, "seq2seq-average")
+    cpu.setup(None)
+    print(run(cfg), flush=True)
 
 
 def average() -> None:
     """``seq2seq-average``: average checkpoints' weights into one checkpoint; see configs/average.yaml."""
-    register_configs()
-    _positional_run(sys.argv)
+    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
+        sys.argv[1] = f"run={sys.argv[1]}"  # seq2seq-average RUN_DIR: Hydra itself takes only key=value
+    _start(AverageConfig, "seq2seq-average", ())
     _average()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="score")
 @_report_errors
 def _score(dcfg: DictConfig) -> None:
-    from seq2seq.config import ScoreConfig
-    from seq2seq.data import read_lines
-    from seq2seq.errors import ConfigError, DataError
-    from seq2seq.score import score_pairs
-    from seq2seq.translator import Translator
+    from seq2seq.errors import ConfigError
+    from seq2seq.score import score_files
 
     for key in ("src", "ref"):
         if OmegaConf.is_missing(dcfg, key):
             raise ConfigError(f"no {key}= given: seq2seq-score needs src=SOURCES ref=TRANSLATIONS, one per line")
-    cfg: ScoreConfig = _job_config(dcfg, ScoreConfig)
-    sources, targets = read_lines(Path(cfg.src)), read_lines(Path(cfg.ref))
-    if len(sources) != len(targets):
-        raise DataError(f"misaligned files: {cfg.src} has {len(sources)} lines but {cfg.ref} has {len(targets)}; "
-                        "line n of ref= must translate line n of src=")
-    translator = Translator.from_checkpoint(cfg.checkpoint, None, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
-    scores = score_pairs(translator, sources, targets, cfg.batch_tokens)
+    scores = score_files(_job_config(dcfg, ScoreConfig, "seq2seq-score"))
     sys.stdout.writelines(f"{s.logprob:.6f}\t{s.per_token:.6f}\n" for s in scores)
     sys.stdout.flush()
 
 
 def score() -> None:
     """``seq2seq-score``: the model's log-probability of each src/ref pair; see configs/score.yaml."""
-    register_configs()
+    _start(ScoreConfig, "seq2seq-score", ())
     _score()

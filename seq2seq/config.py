@@ -17,7 +17,7 @@ from seq2seq.variants import output_size, size_problem, variant
 CELLS = ("gru", "lstm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "plateau")
-QUANTIZE = ("int8",)  # decoding-time weight formats besides fp32 (seq2seq/quantize.py)
+INIT_RESETS = ("optimizer", "none")
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -166,7 +166,8 @@ class TrainConfig:
     valid_batch_tokens: int = 8000
     patience: int = 5  # validations without BLEU gain before stopping
     save_every_steps: int | None = 500
-    log_every_steps: int = 50
+    log_every_steps: int = 50  # a log line (loss, target tokens/s, lr) every this many steps
+    heartbeat_seconds: float | None = 30.0  # when stderr is no terminal: a line (step, speed, ETA) this often
     max_bad_steps: int = 5  # non-finite losses in a row before training stops
     accumulate: int = 1  # batches per optimizer step (per process): effective batch = batch x world x accumulate
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 only on CUDA, with a gradient scaler)
@@ -182,7 +183,8 @@ class TrainConfig:
         for name in ("max_epochs", "batch_tokens", "valid_batch_tokens", "patience", "log_every_steps",
                      "accumulate"):
             _positive(f"train.{name}", getattr(self, name))
-        for name in ("max_steps", "max_minutes", "batch_sentences", "valid_every_steps", "save_every_steps"):
+        for name in ("max_steps", "max_minutes", "batch_sentences", "valid_every_steps", "save_every_steps",
+                     "heartbeat_seconds"):
             _positive(f"train.{name}", getattr(self, name))
 
 
@@ -221,12 +223,25 @@ class Config:
     threads: int | None = None  # torch intra-op threads; unset = torch's default
     resume: str | None = None  # path to last.pt, or "true" for the run directory's own last.pt
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda; under torchrun cuda = cuda:LOCAL_RANK
+    init_from: str | None = None  # a checkpoint whose weights start this new run (same model and vocabulary)
+    init_reset: str = "optimizer"  # with init_from: optimizer = fresh Adam | none = keep its Adam moments
+
+    def __post_init__(self) -> None:
+        _choice("init_reset", self.init_reset, INIT_RESETS)
+        if self.init_from is not None and str(self.resume).lower() not in ("none", "false", "no", "0", ""):
+            raise ConfigError(f"init_from={self.init_from} starts a new run and resume={self.resume} continues "
+                              "one; set only one of them (a run started with init_from resumes with resume=true "
+                              "alone)")
 
 
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (``train_schema`` is the first default of train.yaml)."""
     from hydra.core.config_store import ConfigStore
 
+    from seq2seq.commands import AverageConfig, EvaluateConfig, ScoreConfig, ServeConfig, TranslateConfig
+    from seq2seq.sweep import register_resolver
+
+    register_resolver()  # ${seq2seq_dirname:...} in train.yaml's hydra.sweep.subdir
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=Config)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
@@ -265,138 +280,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> C
     register_configs()
     with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    from seq2seq.keys import check_keys
+
+    check_keys(cfg, Config)
     return to_dataclass(cfg, Config)
-
-
-
-@dataclass
-class EvaluateConfig:
-    """The root of ``configs/evaluate.yaml`` (seq2seq-evaluate): translate a split or file pair, score it."""
-
-    checkpoint: str = "???"  # best.pt or last.pt; tokenizer, model config and weights come from it
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    split: str | None = None  # split of the checkpoint's corpus; unset = its data.test_split (unless src=)
-    data_dir: str | None = None  # where the split files are; unset = the checkpoint's data.dir
-    src: str | None = None  # a source file (plain or .gz) instead of a split
-    ref: str | None = None  # its reference translation; without one the file is only translated
-    out: str | None = None  # hypotheses file, "-" = stdout; unset: {checkpoint dir}/hyp.{split}.{tgt} or "-"
-    lowercase: bool = False  # also report case-insensitive BLEU
-    attention_plots: str | None = None  # directory for heatmap PNGs of the first attention_plots_n sentences
-    attention_plots_n: int = 10
-    per_head: bool = False  # multihead attention: a heatmap per head besides the heads' average
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (seq2seq/translator.py)
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:1 ...
-    threads: int | None = None  # torch intra-op threads; unset = torch's default
-    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
-    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding (seq2seq/quantize.py)
-
-    def __post_init__(self) -> None:
-        _check_decoding_model(self.quantize)
-        _positive("attention_plots_n", self.attention_plots_n, allow_zero=True)
-        _positive("max_src_len", self.max_src_len)
-        _positive("threads", self.threads)
-        if self.src is not None and self.split is not None:
-            raise ConfigError(f"src={self.src} and split={self.split} both name the input; set one of them")
-        if self.ref is not None and self.src is None:
-            raise ConfigError("ref= needs src= (the file it translates); to score a split of the corpus, "
-                              "use split=")
-
-
-@dataclass
-class TranslateConfig:
-    """The root of ``configs/translate.yaml`` (seq2seq-translate): interactive or piped translation."""
-
-    checkpoint: str = "???"
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    show_attention: bool = False  # print each best translation's attention as a text table on stderr
-    attention_plots: str | None = None  # directory for one heatmap PNG per input line
-    per_head: bool = False  # multihead attention: a table / heatmap per head besides the heads' average
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (seq2seq/translator.py)
-    device: str = "auto"
-    threads: int | None = None
-    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
-    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding (seq2seq/quantize.py)
-
-    def __post_init__(self) -> None:
-        _check_decoding_model(self.quantize)
-        _positive("max_src_len", self.max_src_len)
-        _positive("threads", self.threads)
-
-
-def _check_decoding_model(quantize: str | None) -> None:
-    if quantize is not None:
-        _choice("quantize", quantize, QUANTIZE)
-
-
-@dataclass
-class AverageConfig:
-    """The root of ``configs/average.yaml`` (seq2seq-average): average checkpoints' weights into one."""
-
-    run: str | None = None  # a run directory: average its kept checkpoints (train.keep_checkpoints)
-    checkpoints: list[str] = field(default_factory=list)  # or these checkpoint files
-    last: int | None = None  # only the newest N kept checkpoints of run=; unset = all of them
-    out: str | None = None  # the averaged checkpoint; unset = {run}/avg.pt
-
-    def __post_init__(self) -> None:
-        _positive("last", self.last)
-        if (self.run is None) == (not self.checkpoints):
-            raise ConfigError("name what to average, one of the two: a run directory (seq2seq-average RUN_DIR, "
-                              "or run=RUN_DIR) or checkpoint files (checkpoints=[a.pt,b.pt])")
-        if self.out is None and self.run is None:
-            raise ConfigError("pass out=PATH for the averaged checkpoint")
-
-
-@dataclass
-class ScoreConfig:
-    """The root of ``configs/score.yaml`` (seq2seq-score): the model's log-probability of given translations."""
-
-    checkpoint: str = "???"
-    src: str = "???"  # source sentences, one per line (plain or .gz)
-    ref: str = "???"  # the translations to score, line n of ref translating line n of src
-    batch_tokens: int = 6000  # padded tokens per batch
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error, as in translation
-    device: str = "auto"
-    threads: int | None = None
-    ensemble: list[str] = field(default_factory=list)  # score with the ensemble of checkpoint= and these
-    quantize: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_decoding_model(self.quantize)
-        _positive("batch_tokens", self.batch_tokens)
-        _positive("max_src_len", self.max_src_len)
-        _positive("threads", self.threads)
-
-
-@dataclass
-class ServeConfig:
-    """The root of ``configs/serve.yaml`` (seq2seq-serve): the HTTP API and page, and a request's limits."""
-
-    checkpoint: str = "???"
-    compare: str | None = None  # a second checkpoint, shown side by side on the page
-    decode: DecodeConfig = field(default_factory=DecodeConfig)  # a request may change beam_size, nbest, alpha
-    host: str = "127.0.0.1"  # 0.0.0.0 listens on every interface: put a reverse proxy in front (README)
-    port: int = 8000
-    max_sentences: int = 32  # per request
-    max_chars: int = 1000  # per sentence
-    max_beam: int = 10  # largest beam_size a request may ask for
-    batch_wait_ms: float = 5.0  # how long the first waiting request waits for others to share its batch
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "error"  # longer sources: error (a 422 answer) | truncate (seq2seq/translator.py)
-    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
-    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding, both models (seq2seq/quantize.py)
-    device: str = "auto"
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535 (0: any free port), got {self.port}")
-        for name in ("max_sentences", "max_chars", "max_beam", "max_src_len", "threads"):
-            _positive(name, getattr(self, name))
-        _positive("batch_wait_ms", self.batch_wait_ms, allow_zero=True)
-        _check_decoding_model(self.quantize)
-        if self.decode.beam_size > self.max_beam:
-            raise ConfigError(f"decode.beam_size={self.decode.beam_size} is above max_beam={self.max_beam}; "
-                              "lower the one or raise the other")

@@ -1,30 +1,77 @@
-"""Process-wide CPU settings: the torch thread count and glibc malloc's handling of large blocks.
+"""Process-wide CPU settings: OpenMP's waiting, the torch thread count and glibc malloc's large blocks.
 
-glibc serves every allocation over 32 MiB with a fresh ``mmap`` and unmaps it on free, so each
-training step page-faults its (N, V) logits, log-probs and their gradients in again: on this
-machine that made ``log_softmax`` 2.5x and a fill 18x slower than on reused memory. Serving them
-from the heap, and keeping freed memory for the next step, removes those page faults. The price: a
-process keeps its peak memory until it exits (training and decoding peak at every step anyway).
+**OpenMP waiting.** torch runs its intra-op parallel regions on GNU OpenMP, whose threads spin for
+about 300,000 iterations at every barrier before they sleep. When another process holds one of the
+cores, the thread that should finish the region is descheduled while its partner spins for it: two
+threads beside one busy process trained the toy model 3.4x slower than one thread (issue 18;
+``scripts/thread_contention.py`` measures it). ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep
+at once, so a loaded machine costs in proportion to the load. libgomp reads it once, when torch is
+imported, so :func:`openmp_defaults` runs before that: the console scripts call it first thing, and a
+value the user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is left alone.
+
+**malloc.** glibc serves every allocation over 32 MiB with a fresh ``mmap`` and unmaps it on free, so
+each training step page-faults its (N, V) logits, log-probs and their gradients in again: on this
+machine that made ``log_softmax`` 2.5x and a fill 18x slower than on reused memory. Serving them from
+the heap, and keeping freed memory for the next step, removes those page faults. The price: a process
+keeps its peak memory until it exits (training and decoding peak at every step anyway).
+
+This module imports torch only inside its functions, so importing it does not start OpenMP.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import platform
-
-import torch
+from collections.abc import MutableMapping
 
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt() parameters (malloc.h)
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}  # threads sleep when they wait (see the module docstring)
+OPENMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")  # logged at start
+_set_by_us: set[str] = set()
 
 
-def setup(threads: int | None = None) -> None:
-    """Use ``threads`` torch threads (None: torch's default) and keep large freed blocks for reuse."""
+def openmp_defaults(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Set :data:`OPENMP_DEFAULTS` in ``environ`` (``os.environ``) unless the user chose a wait policy or
+    spin count; returns the names it set. Only takes effect when called before torch is imported."""
+    env = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
+        return []
+    env.update(OPENMP_DEFAULTS)
+    if environ is None:
+        _set_by_us.update(OPENMP_DEFAULTS)
+    return list(OPENMP_DEFAULTS)
+
+
+def describe_openmp(environ: MutableMapping[str, str] | None = None) -> str:
+    """``OMP_WAIT_POLICY=PASSIVE (seq2seq's default), GOMP_SPINCOUNT unset, ...`` for the start of a log."""
+    env = os.environ if environ is None else environ
+    parts = []
+    for key in OPENMP_KEYS:
+        value = env.get(key)
+        origin = " (seq2seq's default)" if key in _set_by_us and environ is None else ""
+        parts.append(f"{key}={value}{origin}" if value is not None else f"{key} unset")
+    return ", ".join(parts)
+
+
+def setup(threads: int | None = None) -> int:
+    """Use ``threads`` torch threads (None: torch's default), keep large freed blocks for reuse, and log
+    the thread count, the OpenMP settings and the load; returns the thread count."""
+    import torch
+
     if threads:
         torch.set_num_threads(threads)
     keep_freed_memory()
+    count = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    log.info("CPU: %d torch thread%s (%s), %d core%s, load average %.1f; OpenMP: %s", count,
+             "" if count == 1 else "s", "threads=" if threads else "torch's default", cores,
+             "" if cores == 1 else "s", load, describe_openmp())
+    return count
 
 
 def keep_freed_memory() -> bool:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # sentencepiece is imported only where a corpus is loaded
     from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
+MULTI30K_SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
 
 
 def corpus_path(directory: str | Path, split: str, lang: str) -> Path:
@@ -32,7 +33,7 @@ def corpus_path(directory: str | Path, split: str, lang: str) -> Path:
         if path.is_file():
             return path
     hint = ""
-    if "multi30k" in str(directory):
+    if Path(directory).name == "multi30k" and split in MULTI30K_SPLITS:  # a missing download, not a typo
         hint = (" For Multi30k run `python scripts/download_multi30k.py` (needs internet) or link an existing "
                 f"copy: `ln -s /path/to/multi30k {directory}`.")
     raise DataError(f"missing corpus file {plain} (or {plain.name}.gz): put one sentence per line there.{hint}")
@@ -71,8 +72,10 @@ class Example(NamedTuple):
     index: int  # line number (0-based) in the split
 
 
-def filter_pairs(src: Sequence[list[int]], tgt: Sequence[list[int]], max_len: int, name: str) -> list[Example]:
-    """Drop pairs with an empty side or a side longer than ``max_len`` tokens, logging how many."""
+def filter_pairs(src: Sequence[list[int]], tgt: Sequence[list[int]], max_len: int, name: str,
+                 report: bool = True) -> list[Example]:
+    """Drop pairs with an empty side or a side longer than ``max_len`` tokens, logging how many (at debug level
+    unless ``report``: the epochs' re-segmentations would repeat the count every epoch)."""
     kept, empty, long = [], 0, 0
     for i, (s, t) in enumerate(zip(src, tgt)):
         if not s or not t:
@@ -82,8 +85,8 @@ def filter_pairs(src: Sequence[list[int]], tgt: Sequence[list[int]], max_len: in
         else:
             kept.append(Example(s, t, i))
     if empty or long:
-        log.info("%s: dropped %d empty and %d over-long (> %d tokens) pairs of %d", name, empty, long, max_len,
-                 len(src))
+        log.log(logging.INFO if report else logging.DEBUG, "%s: dropped %d empty and %d over-long (> %d tokens) "
+                "pairs of %d", name, empty, long, max_len, len(src))
     if not kept:
         raise DataError(f"{name}: no usable sentence pairs left after dropping {empty} empty and {long} pairs longer "
                         f"than {max_len} tokens; check the files or raise data.max_len")
@@ -224,7 +227,7 @@ class Corpus(NamedTuple):
         def resegment(seed: int) -> list[Example]:
             src = self.tokenizer.sample("src", self.train_lines[0], alpha, nbest, 2 * seed)
             tgt = self.tokenizer.sample("tgt", self.train_lines[1], alpha, nbest, 2 * seed + 1)
-            return filter_pairs(src, tgt, cfg.max_len, f"{cfg.dir}/{cfg.train_split} (sampled)")
+            return filter_pairs(src, tgt, cfg.max_len, f"{cfg.dir}/{cfg.train_split} (sampled)", report=False)
 
         return resegment
 

@@ -4,13 +4,15 @@ or a src / ref file pair)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import sacrebleu
 
-from seq2seq.config import DataConfig, EvaluateConfig
+from seq2seq.commands import EvaluateConfig
+from seq2seq.config import DataConfig
 from seq2seq.data import corpus_path, read_lines
 from seq2seq.errors import DataError
 
@@ -123,3 +125,27 @@ def write_lines(path: str | Path, lines: Sequence[str]) -> None:
             f.writelines(line + "\n" for line in lines)
     except OSError as err:
         raise DataError(f"cannot write hypotheses to {path}: {err.strerror}; choose another out=") from None
+
+
+def check_writable(path: str | Path, setting: str) -> None:
+    """Fail before the work when ``path`` cannot be written: its directory is missing, or it is a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{setting}{path} is a directory; give a file name, e.g. {setting}{path / 'hyp.txt'}")
+    if not path.parent.is_dir():
+        raise DataError(f"cannot write {path}: the directory {path.parent} does not exist; create it or choose "
+                        f"another {setting}")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise DataError(f"cannot write {path}: permission denied; choose another {setting}")
+
+
+def check_plot_dir(directory: str | Path) -> None:
+    """``attention_plots=`` must be a directory (created here when missing), not a file."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"attention_plots={directory} is a file; give a directory for the heatmap PNGs")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot create attention_plots={directory}: {err.strerror}; choose another "
+                        "directory") from None

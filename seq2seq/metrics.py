@@ -50,16 +50,25 @@ class RunLog:
             lines = "".join(json.dumps(r) + "\n" for r in history)
             (self.run_dir / "metrics.jsonl").write_text(lines, encoding="utf-8")
 
-    def validation(self, record: dict[str, Any], timing: dict[str, Any]) -> None:
+    def validation(self, record: dict[str, Any], progress: Any, elapsed_s: float) -> None:
+        """``record`` to metrics.jsonl; the wall-clock side (``elapsed_s``, ``progress``'s training seconds and
+        tokens) to timing.jsonl."""
         if not self.enabled:
             return
+        p = progress
+        timing = {"step": record["step"], "epoch": record["epoch"], "elapsed_s": round(elapsed_s, 1),
+                  "train_s": round(p.train_s, 1), "tokens_per_s": round(p.tokens / max(p.train_s, 1e-9), 1),
+                  "bleu": record["bleu"]}
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         with open(self.run_dir / "timing.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(timing) + "\n")
         self._scalars("valid", record["step"], {k: record[k] for k in ("loss", "ppl", "bleu", "chrf")})
 
-    def train(self, step: int, loss: float | None, lr: float, tokens_per_s: float) -> None:
+    def train(self, step: int, epoch: int, loss: float | None, lr: float, tokens_per_s: float) -> None:
+        """The periodic training line (train.log_every_steps) in the log, and its scalars."""
+        log.info("step %d epoch %d: loss %s, %.0f target tokens/s, lr %.2g", step, epoch,
+                 "skipped" if loss is None else f"{loss:.4f}", tokens_per_s, lr)
         values = {"lr": lr, "tokens_per_s": tokens_per_s}
         if loss is not None:
             values["loss"] = loss

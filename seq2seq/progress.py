@@ -39,6 +39,7 @@ class Progress:
     train_s: float = 0.0  # seconds spent in training steps (validation excluded)
     elapsed_s: float = 0.0  # training wall time before this process
     finished: bool = False
+    stopped: str | None = None  # the setting that ended a finished run: train.max_steps, train.patience, ...
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self, record: dict[str, Any], bleu: float) -> bool:

@@ -1,6 +1,6 @@
 """seq2seq-serve's HTTP app (FastAPI): POST /translate, GET /health, GET /info, and the page at /.
 
-Requests are checked by pydantic against the server's limits (:class:`~seq2seq.config.ServeConfig`);
+Requests are checked by pydantic against the server's limits (:class:`~seq2seq.commands.ServeConfig`);
 a bad one gets a 4xx answer ``{"error": "<what is wrong and what to do>", "detail": [...]}``. Requests
 are decoded by a :class:`~seq2seq.batcher.Batcher` per model, which gathers concurrent ones into
 shared token batches. A request never names a file: the models are loaded once, at start.
@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from seq2seq import __version__
 from seq2seq.batcher import Batcher
-from seq2seq.config import ServeConfig
+from seq2seq.commands import ServeConfig
 from seq2seq.errors import Seq2SeqError
 from seq2seq.translator import SourceTooLong, Translation, Translator
 
@@ -222,3 +222,13 @@ def serve(cfg: ServeConfig) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_config=None,
                                            access_log=False, timeout_graceful_shutdown=30))
     server.run()
+
+
+def main(cfg: ServeConfig) -> None:
+    """seq2seq-serve: serve until Ctrl-C or SIGTERM, which end it cleanly (status 0 for SIGTERM)."""
+    import signal
+    import sys
+
+    # uvicorn stops gracefully on SIGTERM, then raises it again: end with status 0 instead of being killed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    serve(cfg)

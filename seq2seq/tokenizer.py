@@ -123,7 +123,7 @@ def build_tokenizer(cfg: DataConfig, src_lines: Sequence[str], tgt_lines: Sequen
         log.info("reusing SentencePiece model(s) from %s", cache)
         models = [(cache / n).read_bytes() for n in names]
     else:
-        log.info("training SentencePiece %s, vocabulary %d, %s", cfg.spm_type, cfg.vocab_size,
+        log.info("training SentencePiece %s, vocabulary up to %d, %s", cfg.spm_type, cfg.vocab_size,
                  "joint" if cfg.joint_vocab else "separate")
         if cfg.joint_vocab:
             models = [_train_one([*src_lines, *tgt_lines], cfg)]
@@ -132,4 +132,12 @@ def build_tokenizer(cfg: DataConfig, src_lines: Sequence[str], tgt_lines: Sequen
         cache.mkdir(parents=True, exist_ok=True)
         for name, data in zip(names, models):
             _atomic_write(cache / name, data)
-    return Tokenizer(models[0], models[1] if len(models) == 2 else None)
+    tokenizer = Tokenizer(models[0], models[1] if len(models) == 2 else None)
+    sizes = {tokenizer.src_vocab_size} | {tokenizer.tgt_vocab_size}
+    pieces = " and ".join(str(n) for n in sorted(sizes))
+    if max(sizes) < cfg.vocab_size:  # hard_vocab_limit=False: a small corpus cannot fill the vocabulary
+        log.info("vocabulary: %s pieces, fewer than data.vocab_size=%d: the training split has no more to make",
+                 pieces, cfg.vocab_size)
+    else:
+        log.info("vocabulary: %s pieces", pieces)
+    return tokenizer

@@ -9,7 +9,6 @@ validates, logs and writes files, and its decisions reach the other ranks.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -18,12 +17,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from seq2seq import distributed
-from seq2seq.average import write_average
-from seq2seq.checkpoint import RunCheckpoints, kept_checkpoints
+from seq2seq.average import average_at_end
+from seq2seq.checkpoint import RunCheckpoints
 from seq2seq.config import Config
 from seq2seq.data import BatchPlan, Corpus, padding_fraction
 from seq2seq.device import resolve_device
+from seq2seq.heartbeat import Heartbeat
 from seq2seq.metrics import RunLog
 from seq2seq.progress import Clock, Progress, TrainingStopped, budget_used, cosine_rate, limit_reached
 from seq2seq.step import Step, build
@@ -50,6 +49,7 @@ class Trainer:
         self.progress = Progress()
         self.log = RunLog(self.run_dir)  # writes on rank 0 only
         self.epoch_batches = 1  # batches in the current epoch, all processes together
+        self.heartbeat = Heartbeat(cfg.train.heartbeat_seconds, None if self.log.enabled else False)
 
     def resume(self, path: Path) -> None:
         self.progress = self.checkpoints.resume(path)
@@ -57,6 +57,10 @@ class Trainer:
         self.log.rewrite(self.progress.history)
         p = self.progress
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, p.step, p.epoch, p.batch_in_epoch)
+
+    def init_from(self, path: Path, reset: str) -> None:
+        """Start this new run from the weights (and with ``reset=none`` the optimizer state) of ``path``."""
+        self.checkpoints.init_from(path, reset)
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -69,16 +73,17 @@ class Trainer:
             while not self.run_epoch() and p.epoch < t.max_epochs:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 self.checkpoints.save("last.pt", p)  # after the epoch advanced: a resume never validates twice
-            if p.epoch >= t.max_epochs and p.batch_in_epoch > 0:
+            if p.epoch >= t.max_epochs and p.batch_in_epoch > 0 and p.stopped is None:
                 log.info("train.max_epochs=%d reached", t.max_epochs)
-        except KeyboardInterrupt:
+                p.stopped = "train.max_epochs"
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (seq2seq/launch.py)
             self.checkpoints.save("last.pt", p)
-            log.warning("interrupted: saved %s; continue with resume=true", self.run_dir / "last.pt")
+            log.warning("%s: saved %s; continue with resume=true", err or "interrupted", self.run_dir / "last.pt")
             raise
         p.finished = True
         self.checkpoints.save("last.pt", p)
         if t.average_at_end:
-            self.average_kept()
+            average_at_end(self.model, self.corpus, self.cfg, self.run_dir, p.best_bleu)
         self.log.close()
         log.info("finished at step %d: best validation BLEU %.2f (best.pt)", p.step, p.best_bleu)
         return p
@@ -108,8 +113,11 @@ class Trainer:
             bar.set_postfix(loss="skip" if result.loss is None else f"{result.loss:.3f}", tok_s=f"{rate:.0f}",
                             lr=f"{self.parts.lr:.1e}", refresh=False)
             if p.step % t.log_every_steps == 0:
-                self.log_train(result.loss, rate)
+                self.log.train(p.step, p.epoch, result.loss, self.parts.lr, rate)
                 window_tokens, window_start = 0, time.monotonic()
+            elif self.heartbeat.due():  # its own clock: the run's clock is read only where it decides
+                used = budget_used(t, p, self.epoch_batches, self.clock.agreed_s)
+                self.heartbeat.beat(p.step, p.epoch, rate, used, self.clock.before_s)
             if self.after_step():
                 bar.close()
                 return True
@@ -131,6 +139,7 @@ class Trainer:
         reason = limit_reached(t, p, self.clock.agreed_s)
         if reason:
             log.info("%s: validating and saving", reason)
+            p.stopped = reason.split("=")[0]
             self.validate_round()
             return True
         if t.valid_every_steps and p.step % t.valid_every_steps == 0:
@@ -149,7 +158,8 @@ class Trainer:
         if not p.history or p.history[-1]["step"] != p.step:
             self.validate()
         if p.bad_validations >= self.cfg.train.patience:
-            log.info("early stopping: no BLEU gain in %d validations", p.bad_validations)
+            log.info("early stopping: no BLEU gain in %d validations (train.patience)", p.bad_validations)
+            p.stopped = "train.patience"
             return True
         return False
 
@@ -167,10 +177,7 @@ class Trainer:
             self.parts.scheduler.step(bleu)
         improved = p.record(record, bleu)
         record = p.history[-1]
-        timing = {"step": record["step"], "epoch": record["epoch"], "elapsed_s": round(self.clock.elapsed(), 1),
-                  "train_s": round(p.train_s, 1), "tokens_per_s": round(p.tokens / max(p.train_s, 1e-9), 1),
-                  "bleu": record["bleu"]}
-        self.log.validation(record, timing)
+        self.log.validation(record, p, self.clock.elapsed())
         log.info("validation step %d epoch %d: loss %.3f ppl %.2f BLEU %.2f chrF %.2f lr %.2g%s", p.step, p.epoch,
                  record["loss"], record["ppl"], bleu, record["chrf"], record["lr"], " (best)" if improved else "")
         if improved:
@@ -178,22 +185,3 @@ class Trainer:
         if self.cfg.train.keep_checkpoints:
             self.checkpoints.keep(p, self.cfg.train.keep_checkpoints)
         return record
-
-    def average_kept(self) -> None:
-        """train.average_at_end: rank 0 writes avg.pt, the mean of the kept checkpoints, and logs its
-        validation scores next to best.pt's."""
-        model, kept = self.model, kept_checkpoints(self.run_dir)
-        if distributed.is_main():
-            payload = write_average(kept, self.run_dir / "avg.pt")
-            model = copy.deepcopy(self.model)
-            model.load_state_dict(payload["model"])
-        scores, _ = measure(model, self.corpus, self.cfg)
-        log.info("avg.pt (%d checkpoints): validation loss %.3f BLEU %.2f chrF %.2f (best.pt: BLEU %.2f)",
-                 len(kept), scores["loss"], scores["bleu"], scores["chrf"],
-                 self.progress.best_bleu)
-
-    def log_train(self, loss: float | None, tokens_per_s: float) -> None:
-        p = self.progress
-        self.log.train(p.step, loss, self.parts.lr, tokens_per_s)
-        log.info("step %d epoch %d: loss %s, %.0f target tokens/s, lr %.2g", p.step, p.epoch,
-                 "skipped" if loss is None else f"{loss:.4f}", tokens_per_s, self.parts.lr)

@@ -107,6 +107,9 @@ class Translator:
     def translate(self, sentences: Sequence[str], beam_size: int | None = None,
                   alpha: float | None = None) -> list[str]:
         """The best translation of each sentence, in order ("" for an empty one)."""
+        if isinstance(sentences, str):
+            raise TypeError("translate() takes a list of sentences and returns a list; for one sentence use "
+                            "translate([sentence])[0]")
         decode = self.with_decode(beam_size, alpha, nbest=1)
         return [t.text for t in self.translations(sentences, decode)]
 

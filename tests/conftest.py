@@ -7,14 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+from seq2seq import cpu
 
-from seq2seq import distributed
-from seq2seq.config import Config, compose
-from seq2seq.data import Batch, load_corpus
-from seq2seq.trainer import Trainer
-from seq2seq.translator import Translator
+cpu.openmp_defaults()  # as the console scripts do, before torch starts OpenMP: a busy CI machine stays usable
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from seq2seq import distributed  # noqa: E402
+from seq2seq.config import Config, compose  # noqa: E402
+from seq2seq.data import Batch, load_corpus  # noqa: E402
+from seq2seq.trainer import Trainer  # noqa: E402
+from seq2seq.translator import Translator  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("SEQ2SEQ_TEST_THREADS", "2")))  # fixed, for reproducible numbers
 

@@ -1,9 +1,43 @@
-"""Process-wide CPU settings (seq2seq/cpu.py)."""
+"""Process-wide CPU settings (seq2seq/cpu.py): OpenMP's waiting is set before torch starts its threads, unless the
+user chose; the start logs it; glibc keeps freed memory."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+
+import pytest
+
+from seq2seq import cpu
+
+
+def test_passive_waiting_unless_the_user_chose() -> None:
+    env: dict[str, str] = {}
+    assert cpu.openmp_defaults(env) == ["OMP_WAIT_POLICY"] and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    for users in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}):
+        env = dict(users)
+        assert cpu.openmp_defaults(env) == [] and env == users
+
+
+def test_the_console_scripts_import_no_torch_before_setting_it() -> None:
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads it: setting it later does nothing."""
+    code = "import sys, seq2seq.cli, seq2seq.cpu, seq2seq.keys, seq2seq.sweep; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
+
+
+def test_setup_logs_threads_and_openmp(caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.INFO, logger="seq2seq.cpu"):
+            assert cpu.setup(1) == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "CPU: 1 torch thread (threads=)" in caplog.text and "OMP_WAIT_POLICY" in caplog.text
+    assert "load average" in caplog.text
 
 
 def test_keep_freed_memory_applies_on_glibc() -> None:

@@ -59,6 +59,20 @@ def test_empty_and_long_pairs_are_dropped_and_counted(caplog: pytest.LogCaptureF
     assert "dropped 2 empty and 1 over-long" in caplog.text
 
 
+def test_resegmented_epochs_do_not_repeat_the_count(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        filter_pairs([[5], []], [[8], [9]], max_len=10, name="toy (sampled)", report=False)
+    assert "dropped" not in caplog.text  # logged once when the corpus is read, not at every epoch
+
+
+def test_download_advice_only_for_a_missing_multi30k_split(tmp_path: Path) -> None:
+    for directory, split, advice in ((tmp_path / "mine", "train", False), (tmp_path / "multi30k", "nosuch", False),
+                                     (tmp_path / "multi30k", "test_2016_flickr", True)):
+        with pytest.raises(DataError) as err:
+            read_parallel(directory, split, "en", "de")
+        assert ("download_multi30k.py" in str(err.value)) == advice, (directory, split)
+
+
 def test_no_usable_pairs_is_an_error() -> None:
     with pytest.raises(DataError, match="no usable sentence pairs"):
         filter_pairs([[]], [[1]], max_len=10, name="toy")

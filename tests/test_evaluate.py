@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.config import DataConfig, EvaluateConfig
+from seq2seq.commands import EvaluateConfig
+from seq2seq.config import DataConfig
 from seq2seq.errors import DataError
 from seq2seq.evaluate import read_inputs, resolve_inputs
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.ao.nn.quantized import dynamic
 
-from seq2seq.config import EvaluateConfig
+from seq2seq.commands import EvaluateConfig
 from seq2seq.errors import ConfigError
 from seq2seq.evaluate import score
 from seq2seq.quantize import quantize

@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve tests need FastAPI: pip install -e '.[dev]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from seq2seq.config import DecodeConfig, ServeConfig  # noqa: E402
+from seq2seq.commands import ServeConfig  # noqa: E402
+from seq2seq.config import DecodeConfig  # noqa: E402
 from seq2seq.errors import ConfigError  # noqa: E402
 from seq2seq.serve import PAGE, Model, create_app, load  # noqa: E402
 from seq2seq.translator import Translator  # noqa: E402
@@ -264,7 +265,7 @@ def test_serve_without_checkpoint_says_what_to_pass() -> None:
 
 
 def test_ensemble_and_int8_settings_are_checked_like_evaluate() -> None:
-    from seq2seq.config import ServeConfig
+    from seq2seq.commands import ServeConfig
     from seq2seq.errors import ConfigError
 
     assert ServeConfig(checkpoint="x.pt", quantize="int8", ensemble=["y.pt"]).quantize == "int8"

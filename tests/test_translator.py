@@ -30,8 +30,10 @@ def test_translate_learns_the_toy_task(translator: Translator) -> None:
 
 
 def test_translate_rejects_a_bare_string(translator: Translator) -> None:
-    with pytest.raises(TypeError, match="list of sentences"):
+    with pytest.raises(TypeError, match=r"translate\(\) takes a list of sentences.*translate\(\[sentence\]\)\[0\]"):
         translator.translate("a b c")
+    with pytest.raises(TypeError, match=r"translations\(\) takes a list"):
+        translator.translations("a b c")
 
 
 def test_bad_decode_override_is_a_config_error(translator: Translator) -> None:
