@@ -11,7 +11,10 @@ process" starts ``python3 -c "while True: pass"`` (one core, single-threaded) fi
 - **before**: GNU OpenMP's own waiting, threads spin about 300,000 times at each barrier before they
   sleep (``GOMP_SPINCOUNT=300000``, libgomp's default when no wait policy is set; a value the user set
   is left alone by seq2seq, so this reproduces the old behaviour with the new code);
-- **after**: seq2seq's default, ``OMP_WAIT_POLICY=PASSIVE`` (seq2seq/cpu.py).
+- **after**: seq2seq's default (seq2seq/cpu.py), chosen by the load when the run starts: passive waiting on a
+  busy machine, a short spin (``GOMP_SPINCOUNT=1000``) on an idle one; ``--after-env`` sets one instead
+  (the busy process starts seconds before the run, too late to move the 1-minute load average, so measure
+  "beside" with ``--after-env OMP_WAIT_POLICY=PASSIVE`` to see what a run started on a busy machine gets).
 
 Before and after run one right after the other for every cell (in alternating order with ``--repeats``),
 so a change in the machine's load hits both. The load average is printed with each row: on a machine that
@@ -77,7 +80,7 @@ def main() -> None:
                              "e.g. GOMP_SPINCOUNT=10000")
     args = parser.parse_args()
     POLICIES["after"] = dict(item.split("=", 1) for item in args.after_env)
-    after = POLICIES["after"] or "seq2seq's default (OMP_WAIT_POLICY=PASSIVE)"
+    after = POLICIES["after"] or "seq2seq's default (by the load at start)"
     print(f"cores: {os.cpu_count()}; load average (1/5/15 min) at start: {load_average()}; "
           f"before: {POLICIES['before']}, after: {after}", flush=True)
     with tempfile.TemporaryDirectory() as name:

@@ -5,9 +5,13 @@ about 300,000 iterations at every barrier before they sleep. When another proces
 cores, the thread that should finish the region is descheduled while its partner spins for it: two
 threads beside one busy process trained the toy model 3.4x slower than one thread (issue 18;
 ``scripts/thread_contention.py`` measures it). ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep
-at once, so a loaded machine costs in proportion to the load. libgomp reads it once, when torch is
-imported, so :func:`openmp_defaults` runs before that: the console scripts call it first thing, and a
-value the user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is left alone.
+at once, so a loaded machine costs in proportion to the load, but on an idle machine it halved the toy
+model's speed with 2 threads (waking a thread costs more than a short spin). A short spin,
+``GOMP_SPINCOUNT=1000``, keeps the idle speed and softens the collapse without removing it. So
+:func:`openmp_defaults` picks by the load when the process starts: passive waiting when other work keeps
+a core busy (1-minute load average >= ``BUSY_LOAD``), the short spin otherwise. libgomp reads these once,
+when torch is imported, so the console scripts call it first thing; a value the user set
+(``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is left alone.
 
 **malloc.** glibc serves every allocation over 32 MiB with a fresh ``mmap`` and unmaps it on free, so
 each training step page-faults its (N, V) logits, log-probs and their gradients in again: on this
@@ -29,21 +33,27 @@ from collections.abc import MutableMapping
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt() parameters (malloc.h)
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}  # threads sleep when they wait (see the module docstring)
+BUSY_LOAD = 0.75  # 1-minute load average from which the machine counts as busy (one busy process gives ~1)
+WHEN_BUSY = {"OMP_WAIT_POLICY": "PASSIVE"}  # waiting threads sleep at once (see the module docstring)
+WHEN_IDLE = {"GOMP_SPINCOUNT": "1000"}  # a short spin: full speed alone, a milder collapse if load comes later
 OPENMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")  # logged at start
 _set_by_us: set[str] = set()
 
 
-def openmp_defaults(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """Set :data:`OPENMP_DEFAULTS` in ``environ`` (``os.environ``) unless the user chose a wait policy or
-    spin count; returns the names it set. Only takes effect when called before torch is imported."""
+def openmp_defaults(environ: MutableMapping[str, str] | None = None, load: float | None = None) -> list[str]:
+    """Set :data:`WHEN_BUSY` or :data:`WHEN_IDLE` in ``environ`` (``os.environ``) by the 1-minute ``load``
+    average (now, by default), unless the user chose a wait policy or spin count; returns the names it set.
+    Only takes effect when called before torch is imported."""
     env = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
         return []
-    env.update(OPENMP_DEFAULTS)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    chosen = WHEN_BUSY if load >= BUSY_LOAD else WHEN_IDLE
+    env.update(chosen)
     if environ is None:
-        _set_by_us.update(OPENMP_DEFAULTS)
-    return list(OPENMP_DEFAULTS)
+        _set_by_us.update(chosen)
+    return list(chosen)
 
 
 def describe_openmp(environ: MutableMapping[str, str] | None = None) -> str:

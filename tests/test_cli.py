@@ -272,7 +272,7 @@ def test_sigterm_saves_last_pt_and_exits_143(tmp_path: Path) -> None:
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 143, rest
     stderr = "".join(seen) + rest
-    assert "OMP_WAIT_POLICY=PASSIVE (seq2seq's default)" in stderr and "CPU: 1 torch thread" in stderr
+    assert "(seq2seq's default)" in stderr and "CPU: 1 torch thread" in stderr  # passive or short spin, by load
     assert "terminated (SIGTERM): saved" in stderr and stderr.rstrip().endswith("terminated")
     progress = load_checkpoint(run / "last.pt")["progress"]
     assert progress["step"] >= 1 and not progress["finished"]

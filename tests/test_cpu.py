@@ -12,12 +12,14 @@ import pytest
 from seq2seq import cpu
 
 
-def test_passive_waiting_unless_the_user_chose() -> None:
+def test_waiting_by_the_load_unless_the_user_chose() -> None:
     env: dict[str, str] = {}
-    assert cpu.openmp_defaults(env) == ["OMP_WAIT_POLICY"] and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert cpu.openmp_defaults(env, load=1.2) == ["OMP_WAIT_POLICY"] and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    env = {}
+    assert cpu.openmp_defaults(env, load=0.1) == ["GOMP_SPINCOUNT"] and env == {"GOMP_SPINCOUNT": "1000"}
     for users in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}):
         env = dict(users)
-        assert cpu.openmp_defaults(env) == [] and env == users
+        assert cpu.openmp_defaults(env, load=3.0) == [] and env == users
 
 
 def test_the_console_scripts_import_no_torch_before_setting_it() -> None:
