@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seq2seq.config import DecodeConfig, _choice, _positive
+from seq2seq.config import DecodeConfig, check_choice, check_positive
 from seq2seq.errors import ConfigError
 
 QUANTIZE = ("int8",)  # decoding-time weight formats besides fp32 (seq2seq/quantize.py)
@@ -36,9 +36,9 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _check_decoding_model(self.quantize)
-        _positive("attention_plots_n", self.attention_plots_n, allow_zero=True)
-        _positive("max_src_len", self.max_src_len)
-        _positive("threads", self.threads)
+        check_positive("attention_plots_n", self.attention_plots_n, allow_zero=True)
+        check_positive("max_src_len", self.max_src_len)
+        check_positive("threads", self.threads)
         if self.src is not None and self.split is not None:
             raise ConfigError(f"src={self.src} and split={self.split} both name the input; set one of them")
         if self.ref is not None and self.src is None:
@@ -64,13 +64,13 @@ class TranslateConfig:
 
     def __post_init__(self) -> None:
         _check_decoding_model(self.quantize)
-        _positive("max_src_len", self.max_src_len)
-        _positive("threads", self.threads)
+        check_positive("max_src_len", self.max_src_len)
+        check_positive("threads", self.threads)
 
 
 def _check_decoding_model(quantize: str | None) -> None:
     if quantize is not None:
-        _choice("quantize", quantize, QUANTIZE)
+        check_choice("quantize", quantize, QUANTIZE)
 
 
 @dataclass
@@ -83,7 +83,7 @@ class AverageConfig:
     out: str | None = None  # the averaged checkpoint; unset = {run}/avg.pt
 
     def __post_init__(self) -> None:
-        _positive("last", self.last)
+        check_positive("last", self.last)
         if (self.run is None) == (not self.checkpoints):
             raise ConfigError("name what to average, one of the two: a run directory (seq2seq-average RUN_DIR, "
                               "or run=RUN_DIR) or checkpoint files (checkpoints=[a.pt,b.pt])")
@@ -108,9 +108,9 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         _check_decoding_model(self.quantize)
-        _positive("batch_tokens", self.batch_tokens)
-        _positive("max_src_len", self.max_src_len)
-        _positive("threads", self.threads)
+        check_positive("batch_tokens", self.batch_tokens)
+        check_positive("max_src_len", self.max_src_len)
+        check_positive("threads", self.threads)
 
 
 @dataclass
@@ -137,8 +137,8 @@ class ServeConfig:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535 (0: any free port), got {self.port}")
         for name in ("max_sentences", "max_chars", "max_beam", "max_src_len", "threads"):
-            _positive(name, getattr(self, name))
-        _positive("batch_wait_ms", self.batch_wait_ms, allow_zero=True)
+            check_positive(name, getattr(self, name))
+        check_positive("batch_wait_ms", self.batch_wait_ms, allow_zero=True)
         _check_decoding_model(self.quantize)
         if self.decode.beam_size > self.max_beam:
             raise ConfigError(f"decode.beam_size={self.decode.beam_size} is above max_beam={self.max_beam}; "

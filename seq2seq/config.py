@@ -20,12 +20,12 @@ SCHEDULES = ("cosine", "plateau")
 INIT_RESETS = ("optimizer", "none")
 
 
-def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(sorted(options))}")
 
 
-def _positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
     if value is not None and (value < 0 or (value == 0 and not allow_zero)):
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
@@ -55,15 +55,15 @@ class DataConfig:
     sampling_nbest: int = -1
 
     def __post_init__(self) -> None:
-        _choice("data.spm_type", self.spm_type, ("unigram", "bpe"))
+        check_choice("data.spm_type", self.spm_type, ("unigram", "bpe"))
         if self.generate is not None:
-            _choice("data.generate", self.generate, ("reverse", "copy"))
-        _positive("data.max_len", self.max_len)
+            check_choice("data.generate", self.generate, ("reverse", "copy"))
+        check_positive("data.max_len", self.max_len)
         if self.vocab_size < 8:
             raise ConfigError(f"data.vocab_size must be at least 8, got {self.vocab_size}")
         if self.src_lang == self.tgt_lang:
             raise ConfigError(f"data.src_lang and data.tgt_lang are both {self.src_lang!r}; set two languages")
-        _positive("data.sampling_alpha", self.sampling_alpha)
+        check_positive("data.sampling_alpha", self.sampling_alpha)
         if self.spm_type == "bpe" and self.sampling_alpha is not None and self.sampling_alpha >= 1:
             raise ConfigError(f"data.sampling_alpha is BPE's merge-dropout rate and must be below 1, got "
                               f"{self.sampling_alpha}")
@@ -99,10 +99,10 @@ class ModelConfig:
         return output_size(self.attention, self.emb_size, self.dec_hidden)
 
     def __post_init__(self) -> None:
-        _choice("model.cell", self.cell, CELLS)
+        check_choice("model.cell", self.cell, CELLS)
         for name in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers", "attention_size",
                      "attention_heads"):
-            _positive(f"model.{name}", getattr(self, name))
+            check_positive(f"model.{name}", getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         spec = variant(self.attention)  # the registry (seq2seq/variants.py) decides which attentions exist
@@ -111,7 +111,7 @@ class ModelConfig:
         if problem:
             raise ConfigError(problem)
         if self.attention_window is not None:
-            _positive("model.attention_window", self.attention_window)
+            check_positive("model.attention_window", self.attention_window)
             if spec.wiring != "luong":
                 raise ConfigError(
                     f"model.attention_window turns a Luong score into local-p attention; "
@@ -141,12 +141,12 @@ class OptimConfig:
     min_lr: float = 1e-5
 
     def __post_init__(self) -> None:
-        _choice("optim.schedule", self.schedule, SCHEDULES)
-        _positive("optim.lr", self.lr)
-        _positive("optim.min_lr", self.min_lr, allow_zero=True)
+        check_choice("optim.schedule", self.schedule, SCHEDULES)
+        check_positive("optim.lr", self.lr)
+        check_positive("optim.min_lr", self.min_lr, allow_zero=True)
         if self.min_lr > self.lr:
             raise ConfigError(f"optim.min_lr ({self.min_lr}) must not exceed optim.lr ({self.lr}); lower optim.min_lr")
-        _positive("optim.clip_norm", self.clip_norm, allow_zero=True)
+        check_positive("optim.clip_norm", self.clip_norm, allow_zero=True)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.lr_decay <= 1.0:
@@ -175,17 +175,17 @@ class TrainConfig:
     average_at_end: bool = False  # when training ends, average the kept checkpoints into avg.pt (seq2seq/average.py)
 
     def __post_init__(self) -> None:
-        _choice("train.precision", self.precision, PRECISIONS)
-        _positive("train.keep_checkpoints", self.keep_checkpoints)
+        check_choice("train.precision", self.precision, PRECISIONS)
+        check_positive("train.keep_checkpoints", self.keep_checkpoints)
         if self.average_at_end and not self.keep_checkpoints:
             raise ConfigError("train.average_at_end averages the kept checkpoints; set train.keep_checkpoints=N "
                               "(e.g. 5) too")
         for name in ("max_epochs", "batch_tokens", "valid_batch_tokens", "patience", "log_every_steps",
                      "accumulate"):
-            _positive(f"train.{name}", getattr(self, name))
+            check_positive(f"train.{name}", getattr(self, name))
         for name in ("max_steps", "max_minutes", "batch_sentences", "valid_every_steps", "save_every_steps",
                      "heartbeat_seconds"):
-            _positive(f"train.{name}", getattr(self, name))
+            check_positive(f"train.{name}", getattr(self, name))
 
 
 @dataclass
@@ -201,10 +201,10 @@ class DecodeConfig:
     batch_tokens: int = 6000
 
     def __post_init__(self) -> None:
-        _positive("decode.beam_size", self.beam_size)
-        _positive("decode.alpha", self.alpha, allow_zero=True)
-        _positive("decode.max_len_a", self.max_len_a, allow_zero=True)
-        _positive("decode.batch_tokens", self.batch_tokens)
+        check_positive("decode.beam_size", self.beam_size)
+        check_positive("decode.alpha", self.alpha, allow_zero=True)
+        check_positive("decode.max_len_a", self.max_len_a, allow_zero=True)
+        check_positive("decode.batch_tokens", self.batch_tokens)
         if not 1 <= self.nbest <= self.beam_size:
             raise ConfigError(f"decode.nbest must be between 1 and decode.beam_size ({self.beam_size}), "
                               f"got {self.nbest}")
@@ -227,7 +227,7 @@ class Config:
     init_reset: str = "optimizer"  # with init_from: optimizer = fresh Adam | none = keep its Adam moments
 
     def __post_init__(self) -> None:
-        _choice("init_reset", self.init_reset, INIT_RESETS)
+        check_choice("init_reset", self.init_reset, INIT_RESETS)
         if self.init_from is not None and str(self.resume).lower() not in ("none", "false", "no", "0", ""):
             raise ConfigError(f"init_from={self.init_from} starts a new run and resume={self.resume} continues "
                               "one; set only one of them (a run started with init_from resumes with resume=true "
