@@ -264,8 +264,7 @@ def check_vocabulary(payload: dict[str, Any], tokenizer: Tokenizer, path: Path) 
     """The checkpoint's SentencePiece model(s) must be this run's: the weights are indexed by its pieces."""
     theirs = tokenizer_from(payload)
     for side, mine, other in (("source", tokenizer.src_model, theirs.src_model),
-                              ("target", tokenizer.tgt_model or tokenizer.src_model,
-                               theirs.tgt_model or theirs.src_model)):
+                              ("target", tokenizer.target_model, theirs.target_model)):
         if bytes(mine) == bytes(other):
             continue
         size_mine = tokenizer.src_vocab_size if side == "source" else tokenizer.tgt_vocab_size

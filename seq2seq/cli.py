@@ -117,7 +117,8 @@ def train() -> None:
     try:
         _train()
     finally:
-        sweep.report()  # after -m: overrides -> best validation BLEU of each job
+        for table in sweep.report():  # after -m: overrides -> best validation BLEU of each job
+            print(table, flush=True)
 
 
 # ---- seq2seq-evaluate and seq2seq-translate ---------------------------------------------------

@@ -77,10 +77,6 @@ class Ensemble(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def _target_model(tokenizer: Tokenizer) -> bytes:
-    return tokenizer.src_model if tokenizer.tgt_model is None else tokenizer.tgt_model
-
-
 def check_member(path: str | Path, tokenizer: Tokenizer, config: Config, first_path: str | Path,
                  first_tokenizer: Tokenizer, first_config: Config) -> None:
     """Refuse a member that segments the source differently, has another target vocabulary or pair."""
@@ -90,7 +86,7 @@ def check_member(path: str | Path, tokenizer: Tokenizer, config: Config, first_p
         raise CheckpointError(f"ensemble member {path} translates {'-'.join(pair)}, but {first_path} translates "
                               f"{'-'.join(first_pair)}; ensemble models of one language pair")
     for side, mine, theirs in (("source segmentation", tokenizer.src_model, first_tokenizer.src_model),
-                               ("target vocabulary", _target_model(tokenizer), _target_model(first_tokenizer))):
+                               ("target vocabulary", tokenizer.target_model, first_tokenizer.target_model)):
         if mine != theirs:
             raise CheckpointError(f"ensemble member {path} has another {side} (SentencePiece model) than "
                                   f"{first_path}; members must be trained on the same SentencePiece model(s): "

@@ -1,5 +1,8 @@
 """seq2seq-translate's input and output: one answer per input line, the interactive prompt, attention as a text
-table on stderr and as heatmap files (the last two also for seq2seq-evaluate)."""
+table on stderr and as heatmap files (the last two also for seq2seq-evaluate).
+
+This is the command line's own side, split from cli.py for length: like cli.py it writes to stdout and
+stderr by design; library code below it (translator, decoding) only logs."""
 
 from __future__ import annotations
 

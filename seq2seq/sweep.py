@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 SWEEP_DIRS: list[Path] = []  # the sweep directories the jobs of this process ran in, in order
@@ -76,8 +75,9 @@ def summary(rows: list[tuple[str, float | None, str]]) -> str:
     return "\n".join(lines)
 
 
-def report() -> None:
-    """Print (stdout) and write the summary of every sweep this process ran."""
+def report() -> list[str]:
+    """Write ``summary.tsv`` for every sweep this process ran; returns the tables for the command to print."""
+    tables = []
     for sweep_dir in SWEEP_DIRS:
         if not sweep_dir.is_dir():
             continue
@@ -85,4 +85,5 @@ def report() -> None:
         tsv = "".join(f"{o}\t{'' if b is None else f'{b:.2f}'}\t{name}\n" for o, b, name in rows)
         (sweep_dir / "summary.tsv").write_text("overrides\tbest_bleu\tdirectory\n" + tsv, encoding="utf-8")
         shared = f" (every job: {' '.join(common)})" if common else ""
-        print(f"\nsweep {sweep_dir}{shared}:\n{summary(rows)}", file=sys.stdout, flush=True)
+        tables.append(f"\nsweep {sweep_dir}{shared}:\n{summary(rows)}")
+    return tables

@@ -40,6 +40,11 @@ class Tokenizer:
         return self.tgt_model is None
 
     @property
+    def target_model(self) -> bytes:
+        """The SentencePiece model of the target side (the joint one when the vocabulary is joint)."""
+        return self.src_model if self.tgt_model is None else self.tgt_model
+
+    @property
     def src_vocab_size(self) -> int:
         return self.src.get_piece_size()
 

@@ -126,7 +126,7 @@ class Translator:
             raise TypeError("translations() takes a list of sentences; wrap a single one in [...]")
         sentences = list(sentences)
         decode = decode or self.decode
-        ids, truncated = self._encode(sentences, first_line)
+        ids, truncated = self.encode(sentences, first_line)
         results = translate_ids(self.model, ids, decode, progress)
         return [self._translation(*args) for args in zip(sentences, truncated, ids, results, strict=True)]
 
@@ -134,7 +134,7 @@ class Translator:
         """The attention of every head for hypothesis ``n`` of ``translation``: (N, T+1, S), one (T+1, S) map per
         head (N = 1 unless the model's attention has several heads; ``translation.attention[n]`` is their
         average). The hypothesis is teacher-forced through the model to ask each head."""
-        src = self._encode([translation.source], 1)[0][0]
+        src = self.encode([translation.source], 1)[0][0]
         tgt = self.tokenizer.tgt_ids(translation.tgt_pieces[n])
         device = next(self.model.parameters()).device
         src_t = torch.tensor([src], device=device)
@@ -145,11 +145,8 @@ class Translator:
         return heads[:rows].transpose(0, 1).cpu()  # (N, T+1, S)
 
     def encode(self, sentences: Sequence[str], first_line: int = 1) -> tuple[list[list[int]], list[bool]]:
-        """Source ids as translation sees them (cut to max_src_len), and which were cut (seq2seq-score)."""
-        return self._encode(sentences, first_line)
-
-    def _encode(self, sentences: Sequence[str], first_line: int) -> tuple[list[list[int]], list[bool]]:
-        """Subword ids of each sentence, cut to max_src_len (or an error, by max_src_len_policy)."""
+        """Source ids as translation sees them: each sentence's subwords cut to max_src_len (or an error, by
+        max_src_len_policy), and which were cut; ``first_line`` numbers the sentences in messages."""
         ids = self.tokenizer.encode_src(sentences)
         long = [i for i, seq in enumerate(ids) if len(seq) > self.max_src_len]
         if long and self.max_src_len_policy == "error":

@@ -23,14 +23,12 @@ def test_dirname_is_one_path_component() -> None:
     assert sweep.dirname("x" * 300 + "a") != sweep.dirname("x" * 300 + "b")
 
 
-def test_summary_lists_what_varies_best_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_lists_what_varies_best_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_job(tmp_path, ["experiment=toy", "model/attention=bahdanau"], [10.0, 42.5, 40.0])
     fake_job(tmp_path, ["experiment=toy", "model/attention=luong_dot"], [50.25])
     fake_job(tmp_path, ["experiment=toy", "model/attention=none"], [])
     monkeypatch.setattr(sweep, "SWEEP_DIRS", [tmp_path])
-    sweep.report()
-    out = capsys.readouterr().out
+    out = "\n".join(sweep.report())
     lines = out.strip().splitlines()
     assert "(every job: experiment=toy)" in lines[0]
     assert lines[2].startswith("model/attention=luong_dot") and "50.25" in lines[2]
