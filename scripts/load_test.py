@@ -10,6 +10,8 @@
 3. Every answer is checked against the offline translation of its own input (nothing lost, nothing
    swapped); the script prints sentences/s, p50 / p95 request latency and the ratio to evaluate's figure,
    and exits with status 1 if an answer differs or is missing.
+4. With ``--ceiling``, seq2seq-evaluate runs once more with batches of about as many sentences as the
+   clients keep in flight (clients x per-request): the most that load can give, whatever the server does.
 
 Bounded: at most ``--sentences`` sentences, ``--timeout`` seconds for the whole run. Loopback only: the
 script starts its own server on 127.0.0.1 and talks to nothing else.
@@ -49,16 +51,27 @@ def test_sentences(checkpoint: str, src: str | None, count: int) -> list[str]:
     return read_lines(path)[:count]
 
 
-def offline(args: argparse.Namespace, sentences: list[str], tmp: Path) -> tuple[list[str], float]:
+def offline(args: argparse.Namespace, sentences: list[str], tmp: Path,
+            *overrides: str) -> tuple[list[str], float]:
     """seq2seq-evaluate's translations of ``sentences`` and its sentences/s."""
     (tmp / "src").write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
     cmd = [sys.executable, "-c", EVALUATE, f"checkpoint={args.checkpoint}", f"src={tmp / 'src'}",
-           f"out={tmp / 'hyp'}", f"threads={args.threads}", f"decode.beam_size={args.beam}", "device=cpu"]
+           f"out={tmp / 'hyp'}", f"threads={args.threads}", f"decode.beam_size={args.beam}", "device=cpu",
+           *overrides]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     found = re.search(r"translated \d+ sentences in [\d.]+ s: ([\d.]+) sentences/s", done.stderr)
     if done.returncode != 0 or not found:
         sys.exit(f"seq2seq-evaluate failed (status {done.returncode}):\n{done.stderr[-2000:]}")
     return (tmp / "hyp").read_text(encoding="utf-8").split("\n")[: len(sentences)], float(found.group(1))
+
+
+def in_flight_batch_tokens(checkpoint: str, sentences: list[str], in_flight: int) -> int:
+    """decode.batch_tokens for batches of about ``in_flight`` sentences of the mean subword length."""
+    from seq2seq.checkpoint import load_model
+
+    _, tokenizer, _ = load_model(checkpoint)
+    lengths = [len(ids) + 1 for ids in tokenizer.encode_src(sentences)]  # + EOS, as seq2seq-evaluate counts
+    return max(1, round(in_flight * sum(lengths) / max(1, len(lengths))))
 
 
 class Server:
@@ -146,6 +159,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of evaluate and of the server")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="the server's batch_wait_ms")
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run (default 900)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also time seq2seq-evaluate on batches of as many sentences as the clients keep in flight")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 1 <= args.per_request <= 256:
         parser.error("--clients and --per-request must be between 1 and 256")
@@ -168,6 +183,14 @@ def main() -> None:
     print(f"seq2seq-serve: {args.clients} clients, {args.per_request} sentence(s) per request: {len(answers)} "
           f"sentences in {seconds:.1f} s: {rate:.1f} sentences/s, latency p50 {p50:.0f} ms, p95 {p95:.0f} ms")
     print(f"serve / evaluate: {100 * rate / offline_rate:.0f}% (target: at least 80%)")
+    if args.ceiling:
+        in_flight = args.clients * args.per_request
+        tokens = in_flight_batch_tokens(args.checkpoint, sentences, in_flight)
+        with tempfile.TemporaryDirectory() as tmp:
+            _, ceiling = offline(args, sentences, Path(tmp), f"decode.batch_tokens={tokens}")
+        print(f"seq2seq-evaluate on batches of about {in_flight} sentences (decode.batch_tokens={tokens}): "
+              f"{ceiling:.1f} sentences/s, {100 * ceiling / offline_rate:.0f}% of its default: the most "
+              f"{in_flight} sentences in flight allow; serve reaches {100 * rate / ceiling:.0f}% of it")
     for i in wrong[:5]:
         print(f"differs, sentence {i}: {sentences[i]!r}\n  offline: {expected[i]!r}\n  served:  {answers[i]!r}")
     print(f"answers: {len(answers) - len(wrong)} equal to the offline translation, {len(wrong)} differ, "

@@ -1,0 +1,24 @@
+"""scripts/load_test.py on the toy model: every answer checked against seq2seq-evaluate, figures printed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_load_test_checks_every_answer_and_prints_its_figures(toy_run: Path) -> None:
+    pytest.importorskip("fastapi")
+    out = subprocess.run([sys.executable, "scripts/load_test.py", "--checkpoint", str(toy_run / "best.pt"),
+                          "--sentences", "24", "--clients", "3", "--per-request", "2", "--ceiling", "--timeout", "300"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "answers: 24 equal to the offline translation, 0 differ, 0 missing" in out.stdout
+    assert re.search(r"seq2seq-evaluate: 24 sentences, beam 5, 1 thread\(s\): [\d.]+ sentences/s", out.stdout)
+    assert re.search(r"3 clients, 2 sentence\(s\) per request: 24 sentences in [\d.]+ s", out.stdout)
+    assert re.search(r"batches of about 6 sentences \(decode.batch_tokens=\d+\): [\d.]+ sentences/s", out.stdout)
