@@ -11,7 +11,8 @@
    swapped); the script prints sentences/s, p50 / p95 request latency and the ratio to evaluate's figure,
    and exits with status 1 if an answer differs or is missing.
 4. With ``--ceiling``, seq2seq-evaluate runs once more with batches of about as many sentences as the
-   clients keep in flight (clients x per-request): the most that load can give, whatever the server does.
+   clients keep in flight (clients x per-request): an estimate of the most that load allows, whatever the
+   server does (evaluate still sorts all the sentences by length, which a server cannot).
 
 Bounded: at most ``--sentences`` sentences, ``--timeout`` seconds for the whole run. Loopback only: the
 script starts its own server on 127.0.0.1 and talks to nothing else.
@@ -65,13 +66,16 @@ def offline(args: argparse.Namespace, sentences: list[str], tmp: Path,
     return (tmp / "hyp").read_text(encoding="utf-8").split("\n")[: len(sentences)], float(found.group(1))
 
 
-def in_flight_batch_tokens(checkpoint: str, sentences: list[str], in_flight: int) -> int:
-    """decode.batch_tokens for batches of about ``in_flight`` sentences of the mean subword length."""
-    from seq2seq.checkpoint import load_model
+def in_flight_batch_tokens(lengths: list[int], in_flight: int) -> int:
+    """decode.batch_tokens for batches of about ``in_flight`` sentences of these subword lengths (each
+    counted with its EOS, as seq2seq.decoding.length_batches counts them)."""
+    return max(1, round(in_flight * sum(n + 1 for n in lengths) / max(1, len(lengths))))
 
-    _, tokenizer, _ = load_model(checkpoint)
-    lengths = [len(ids) + 1 for ids in tokenizer.encode_src(sentences)]  # + EOS, as seq2seq-evaluate counts
-    return max(1, round(in_flight * sum(lengths) / max(1, len(lengths))))
+
+def source_lengths(checkpoint: str, sentences: list[str]) -> list[int]:
+    from seq2seq.checkpoint import load_checkpoint, tokenizer_from
+
+    return [len(ids) for ids in tokenizer_from(load_checkpoint(checkpoint)).encode_src(sentences)]
 
 
 class Server:
@@ -160,7 +164,8 @@ def main() -> None:
     parser.add_argument("--wait-ms", type=float, default=5.0, help="the server's batch_wait_ms")
     parser.add_argument("--timeout", type=float, default=900, help="seconds for the whole run (default 900)")
     parser.add_argument("--ceiling", action="store_true",
-                        help="also time seq2seq-evaluate on batches of as many sentences as the clients keep in flight")
+                        help="also time seq2seq-evaluate on batches of about as many sentences as the clients keep "
+                             "in flight (an estimate of the most that load allows)")
     args = parser.parse_args()
     if not 1 <= args.clients <= 256 or not 1 <= args.per_request <= 256:
         parser.error("--clients and --per-request must be between 1 and 256")
@@ -185,11 +190,12 @@ def main() -> None:
     print(f"serve / evaluate: {100 * rate / offline_rate:.0f}% (target: at least 80%)")
     if args.ceiling:
         in_flight = args.clients * args.per_request
-        tokens = in_flight_batch_tokens(args.checkpoint, sentences, in_flight)
+        tokens = in_flight_batch_tokens(source_lengths(args.checkpoint, sentences), in_flight)
+        args.timeout = max(1.0, deadline - time.monotonic())
         with tempfile.TemporaryDirectory() as tmp:
             _, ceiling = offline(args, sentences, Path(tmp), f"decode.batch_tokens={tokens}")
         print(f"seq2seq-evaluate on batches of about {in_flight} sentences (decode.batch_tokens={tokens}): "
-              f"{ceiling:.1f} sentences/s, {100 * ceiling / offline_rate:.0f}% of its default: the most "
+              f"{ceiling:.1f} sentences/s, {100 * ceiling / offline_rate:.0f}% of its default: about the most "
               f"{in_flight} sentences in flight allow; serve reaches {100 * rate / ceiling:.0f}% of it")
     for i in wrong[:5]:
         print(f"differs, sentence {i}: {sentences[i]!r}\n  offline: {expected[i]!r}\n  served:  {answers[i]!r}")

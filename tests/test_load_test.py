@@ -8,8 +8,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seq2seq.decoding import length_batches
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from load_test import in_flight_batch_tokens  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.lists(st.integers(1, 40), min_size=200, max_size=400), st.sampled_from([4, 8, 16, 64]))
+def test_ceiling_batches_hold_about_as_many_sentences_as_are_in_flight(lengths: list[int], in_flight: int) -> None:
+    batches = length_batches(lengths, in_flight_batch_tokens(lengths, in_flight))
+    assert 0.7 * in_flight <= len(lengths) / len(batches) <= 1.3 * in_flight
 
 
 def test_load_test_checks_every_answer_and_prints_its_figures(toy_run: Path) -> None:
