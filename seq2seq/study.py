@@ -1,5 +1,6 @@
 """Measures for comparing attention variants: BLEU by source length, the attention's entropy and how much of
-it lies near the diagonal, and paired bootstrap significance (sacreBLEU's own test).
+it lies near the diagonal, how far apart its raw scores lie, and paired bootstrap significance (sacreBLEU's
+own test).
 
 scripts/compare_attention.py runs the study; these functions are its arithmetic, tested on hand-made
 inputs in tests/test_study.py.
@@ -69,6 +70,18 @@ def diagonal_mass(weights: Tensor, width: int = 1) -> float:
     centre = torch.arange(t, dtype=torch.float64) * ((s - 1) / max(t - 1, 1))  # (T,)
     distance = (torch.arange(s, dtype=torch.float64).unsqueeze(0) - centre.unsqueeze(1)).abs()  # (T, S)
     return float((_rows(weights) * (distance <= width + 1e-9)).sum(-1).mean())
+
+
+def score_spread(scores: Tensor) -> tuple[float, float]:
+    """How far apart a softmax's inputs lie, for raw attention scores (..., S) before masking and softmax: the
+    mean over rows of their standard deviation, and of the gap between the highest score and the next. A gap
+    of g gives the top position e^g times the weight of the runner-up, so gaps of tens make the weights
+    one-hot and the softmax's gradient vanishes. Rows of one position have no spread and are skipped."""
+    rows = scores.detach().double().flatten(0, -2) if scores.dim() > 1 else scores.detach().double()[None]
+    if rows.size(-1) < 2:
+        return math.nan, math.nan
+    top2 = rows.topk(2, dim=-1).values  # (R, 2)
+    return float(rows.std(-1, unbiased=False).mean()), float((top2[:, 0] - top2[:, 1]).mean())
 
 
 def paired_bootstrap(baseline: tuple[str, Sequence[str]], systems: Sequence[tuple[str, Sequence[str]]],

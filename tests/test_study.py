@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from seq2seq import study
-from seq2seq.study import attention_entropy, bleu_by_length, bucket_labels, diagonal_mass, length_bucket
+from seq2seq.study import attention_entropy, bleu_by_length, bucket_labels, diagonal_mass, length_bucket, score_spread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,41 @@ def test_diagonal_mass() -> None:
     stretched = torch.zeros(3, 5)  # 3 target rows over 5 source positions: the diagonal goes 0, 2, 4
     stretched[0, 0] = stretched[1, 2] = stretched[2, 4] = 1.0
     assert diagonal_mass(stretched, width=0) == pytest.approx(1.0)
+
+
+def test_score_spread_is_the_rows_sd_and_top_two_gap() -> None:
+    std, gap = score_spread(torch.tensor([[0.0, 1.0, 5.0], [2.0, 2.0, 2.0]]))
+    assert std == pytest.approx((torch.tensor([0.0, 1.0, 5.0]).std(unbiased=False).item() + 0) / 2)
+    assert gap == pytest.approx((4.0 + 0.0) / 2)
+    heads = torch.tensor([[[0.0, 3.0], [1.0, 0.0]]])  # (B=1, N=2, S=2): multihead's scores, a row per head
+    assert score_spread(heads) == pytest.approx((1.0, 2.0))
+    assert score_spread(torch.tensor([7.0, 7.0, 1.0]))[1] == 0.0  # one row, a tie at the top
+    assert all(math.isnan(x) for x in score_spread(torch.tensor([[3.0]])))  # one position: no spread
+
+
+def test_attention_scores_script_watches_the_scores_and_lets_go(translator, toy_run: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from attention_scores import measure
+
+    src = tmp_path / "src.txt"
+    src.write_text("a b c d\ne f g\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "scripts/attention_scores.py", str(toy_run / "best.pt"), "--src", str(src)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.startswith(f"{toy_run / 'best.pt'}: ") and ", 2 sentences: score sd " in line, line
+    numbers = [float(x) for x in line.split("score sd ")[1].replace(",", " ").split() if x[0].isdigit()]
+    assert len(numbers) >= 3 and all(x >= 0 for x in numbers[:3]), line
+    before = translator.translate(["a b c d e"], beam_size=1)
+    assert "score sd" in measure(translator, "toy", ["a b c"])
+    assert "score" not in vars(translator.model.decoder.attention)  # the watch is gone after measuring
+    assert translator.translate(["a b c d e"], beam_size=1) == before
+
+
+def test_attention_scores_script_names_a_missing_checkpoint() -> None:
+    out = subprocess.run([sys.executable, "scripts/attention_scores.py", "nope.pt"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "nope.pt" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_paired_bootstrap_is_sacrebleus_with_the_baseline_first(monkeypatch: pytest.MonkeyPatch) -> None:
