@@ -3,6 +3,7 @@
     python scripts/compare_attention.py                      # all variants, seeds 1 2 3, two runs at a time
     python scripts/compare_attention.py --jobs 1 --seeds 1   # one run at a time, one seed
     python scripts/compare_attention.py --report             # only rebuild the report from what is done
+    python scripts/compare_attention.py --speed              # time every variant's training, quiet machine
 
 One recipe (STUDY below) for every variant on Multi30k en->de: 12 epochs with the cosine schedule annealing
 the rate from 4e-3 to its floor by the last one (so every run ends converged; the curves show it), threads=1, so two
@@ -13,8 +14,14 @@ sittings, even without the checkpoints; an interrupted training run continues fr
 
 The report ({out}/results.md, results.json, valid_bleu.png, bleu_by_length.png, heatmaps.png): per variant
 mean +- sd over seeds of validation BLEU and test BLEU / chrF (beam 5), parameters, training tokens/s,
-minutes to the best checkpoint, the attention's entropy and diagonal mass, and the paired bootstrap
-p-value against Bahdanau (sacreBLEU's, seed for seed; the largest is reported).
+epochs and minutes to the best checkpoint, the attention's entropy and diagonal mass, and the paired
+bootstrap p-value against Bahdanau (sacreBLEU's, seed for seed; the largest is reported).
+
+Speed is measured apart from the runs, because two runs share the machine (and whatever else runs beside
+them): --speed times 60 training steps of every variant with scripts/benchmark.py, one variant after
+another on one thread, into {out}/speed.json. The report's tokens/s come from there, and its minutes to the
+best checkpoint are the training tokens up to that epoch at that speed (validation not included). Without
+speed.json it shows the runs' own figures, marked *.
 """
 
 from __future__ import annotations
@@ -90,7 +97,9 @@ def summarize(run: Path, out_json: Path) -> None:
         "params": translator.model.num_parameters(), "valid_bleu": metrics[best]["bleu"],
         "valid_chrf": metrics[best]["chrf"], "test_bleu": test.bleu, "test_chrf": test.chrf,
         "tokens_per_s": timing[-1]["tokens_per_s"], "minutes_to_best": timing[best]["elapsed_s"] / 60,
-        "epochs": metrics[-1]["epoch"], "curve": [(t["elapsed_s"] / 60, t["bleu"]) for t in timing],
+        "epochs": metrics[-1]["epoch"], "best_epoch": metrics[best]["epoch"],
+        "train_tokens": round(timing[-1]["tokens_per_s"] * timing[-1]["train_s"]),  # target tokens, all epochs
+        "curve": [(t["elapsed_s"] / 60, t["bleu"]) for t in timing],
         "entropy": statistics.fmean(attention_entropy(m) for m in maps) if maps else None,
         "diagonal": statistics.fmean(diagonal_mass(m) for m in maps) if maps else None,
         "src_lengths": [len(r.src_pieces) for r in results], "hypotheses": hyps, "heatmaps": heatmaps,
@@ -110,11 +119,45 @@ def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> No
     print(f"== {name} seed {seed}: done, {result}", flush=True)
 
 
-def mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float], digits: int = 2) -> str:
+    """mean ± sample sd; one value alone, without a spread it does not have."""
     if not values:
         return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def measure_speed(out: Path, variants: list[str], steps: int = 60) -> dict[str, float]:
+    """Training target tokens/s of each variant at the study's size on one thread (scripts/benchmark.py
+    --train-only: the same first batches for every variant), one after another, into {out}/speed.json.
+    Variants already there are kept; run nothing else meanwhile."""
+    path = out / "speed.json"
+    speed = json.loads(path.read_text()) if path.exists() else {}
+    study = [o for o in STUDY if not o.startswith("threads=")]  # benchmark.py sets the threads itself
+    for name in variants:
+        if name in speed:
+            continue
+        cmd = [sys.executable, str(Path(__file__).with_name("benchmark.py")), "--train-only", "--threads", "1",
+               "--steps", str(steps), "--", *study, *VARIANTS[name]]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"benchmark of {name} failed:\n{done.stderr[-3000:]}")
+        speed[name] = round(json.loads(done.stdout.strip().splitlines()[-1])["train_tgt_tokens_per_s"], 1)
+        path.write_text(json.dumps(speed, indent=1) + "\n", encoding="utf-8")
+        print(f"== {name}: {speed[name]:.0f} target tokens/s (training, one thread)", flush=True)
+    return speed
+
+
+def convergence(runs: list[dict], quiet: float | None) -> tuple[str, list[float], list[float]]:
+    """tokens/s, epochs and minutes to the best checkpoint over a variant's runs: at the quiet speed (training
+    only) when measured, else the runs' own figures (elapsed, validation included), marked *."""
+    epochs = [float(r["best_epoch"]) for r in runs]
+    if quiet is None:
+        return (f"{statistics.fmean(r['tokens_per_s'] for r in runs):.0f}*", epochs,
+                [r["minutes_to_best"] for r in runs])
+    return (f"{quiet:.0f}", epochs,
+            [r["train_tokens"] / r["epochs"] * r["best_epoch"] / quiet / 60 for r in runs])
 
 
 def report(out: Path, seeds: list[int]) -> list[dict]:
@@ -127,6 +170,7 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
     if not done:
         raise SystemExit(f"no finished runs in {out / 'runs'} yet")
     _, ref = read_parallel(*next(iter(done.values()))["test"])
+    speed = json.loads((out / "speed.json").read_text()) if (out / "speed.json").exists() else {}
     rows = []
     for name in VARIANTS:
         mine = [(s, done[name, s]) for s in seeds if (name, s) in done]
@@ -136,10 +180,12 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
         p = [paired_bootstrap((f"bahdanau s{s}", done["bahdanau", s]["hypotheses"]),
                               [(f"{name} s{s}", done[name, s]["hypotheses"])], ref)[f"{name} s{s}"] for s in pairs]
         by_length = [bleu_by_length(r["hypotheses"], ref, r["src_lengths"]) for _, r in mine]
+        tokens_per_s, epochs_to_best, minutes_to_best = convergence([r for _, r in mine], speed.get(name))
         rows.append({
             "variant": name, "seeds": [s for s, _ in mine], "params": mine[0][1]["params"],
-            **{k: [r[k] for _, r in mine] for k in ("valid_bleu", "test_bleu", "test_chrf", "tokens_per_s",
-                                                    "minutes_to_best", "entropy", "diagonal", "curve")},
+            **{k: [r[k] for _, r in mine] for k in ("valid_bleu", "test_bleu", "test_chrf", "entropy", "diagonal",
+                                                    "curve")},
+            "tokens_per_s": tokens_per_s, "epochs_to_best": epochs_to_best, "minutes_to_best": minutes_to_best,
             "p_vs_bahdanau": p,
             "bleu_by_length": [(b[0], b[1], statistics.fmean(x[i][2] for x in by_length if x[i][2] is not None)
                                 if any(x[i][2] is not None for x in by_length) else None)
@@ -159,15 +205,18 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     lines = ["| attention | seeds | params | valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
-             "p vs bahdanau (max) | tokens/s | minutes to best | entropy (nats) | diagonal mass |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "p vs bahdanau (max) | tokens/s | epochs to best | minutes to best | entropy (nats) | diagonal mass |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         p = f"{max(r['p_vs_bahdanau']):.4f}" if r["p_vs_bahdanau"] else "–"
         stats = [mean_sd([x for x in r[k] if x is not None]) for k in ("entropy", "diagonal")]
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['params'] / 1e6:.2f} M | {mean_sd(r['valid_bleu'])} | "
                      f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | {p} | "
-                     f"{statistics.fmean(r['tokens_per_s']):.0f} | {mean_sd(r['minutes_to_best'])} | "
+                     f"{r['tokens_per_s']} | {mean_sd(r['epochs_to_best'], 1)} | {mean_sd(r['minutes_to_best'])} | "
                      f"{stats[0]} | {stats[1]} |")
+    if any(r["tokens_per_s"].endswith("*") for r in rows):
+        lines.append("\n\\* the runs' own figures, beside other runs (validation included); "
+                     "`--speed` measures them quietly")
     return "\n".join(lines) + "\n"
 
 
@@ -179,6 +228,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one thread)")
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
+    parser.add_argument("--speed", action="store_true",
+                        help="time each variant's training (one thread, quiet machine) into speed.json, then report")
     parser.add_argument("--summarize", nargs=2, metavar=("RUN", "JSON"), help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="more seq2seq-train overrides, after --")
     args = parser.parse_args()
@@ -186,7 +237,9 @@ def main() -> None:
         return summarize(Path(args.summarize[0]), Path(args.summarize[1]))
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    if not args.report:
+    if args.speed:
+        measure_speed(out, args.variants)
+    elif not args.report:
         todo = [(n, s) for s in args.seeds for n in args.variants]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for future in [pool.submit(run_one, n, s, out, Path(args.runs), args.extra) for n, s in todo]:

@@ -117,4 +117,42 @@ def test_the_study_summarizes_a_run(toy_run: Path, tmp_path: Path) -> None:
     assert summary["test_bleu"] > 90 and len(summary["hypotheses"]) == len(summary["src_lengths"])
     assert 0 < summary["diagonal"] <= 1 and summary["entropy"] >= 0
     assert summary["heatmaps"] and summary["heatmaps"][0]["line"] == 3
+    metrics = [json.loads(x) for x in (toy_run / "metrics.jsonl").read_text().splitlines()]
+    assert summary["best_epoch"] == max(m["epoch"] for m in metrics if m["best"])
+    assert summary["train_tokens"] > 0
+
+
+def _compare_attention():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import compare_attention
+
+    return compare_attention
+
+
+def test_minutes_to_best_come_from_the_quiet_speed_when_there_is_one() -> None:
+    ca = _compare_attention()
+    runs = [{"best_epoch": 6, "epochs": 12, "train_tokens": 1_200_000, "tokens_per_s": 500.0, "minutes_to_best": 99.0},
+            {"best_epoch": 12, "epochs": 12, "train_tokens": 1_200_000, "tokens_per_s": 700.0, "minutes_to_best": 77.0}]
+    assert ca.convergence(runs, 1000.0) == ("1000", [6.0, 12.0], [10.0, 20.0])  # 600k / 1000 tok/s = 10 min
+    assert ca.convergence(runs, None) == ("600*", [6.0, 12.0], [99.0, 77.0])
+    assert ca.mean_sd([2.0]) == "2.00" and ca.mean_sd([1.0, 3.0]) == "2.00 ± 1.41" and ca.mean_sd([]) == "–"
+
+
+def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = _compare_attention()
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout='table\n{"train_tgt_tokens_per_s": 1234.56}\n', stderr="")
+
+    monkeypatch.setattr(ca.subprocess, "run", fake_run)
+    (tmp_path / "speed.json").write_text('{"bahdanau": 999.0}')
+    assert ca.measure_speed(tmp_path, ["bahdanau", "local_p"]) == {"bahdanau": 999.0, "local_p": 1234.6}
+    assert len(calls) == 1  # bahdanau was measured before
+    cmd = calls[0]
+    assert cmd[1].endswith("benchmark.py") and cmd[2:6] == ["--train-only", "--threads", "1", "--steps"]
+    assert "model.attention_window=10" in cmd and "optim.lr=4e-3" in cmd
+    assert not any(c.startswith("threads=") for c in cmd)  # benchmark.py's --threads sets them
+    assert json.loads((tmp_path / "speed.json").read_text()) == {"bahdanau": 999.0, "local_p": 1234.6}
 
