@@ -7,7 +7,8 @@ Every checkpoint translates the first ``--sentences`` lines of ``--src`` (defaul
 split) greedily, one sentence at a time (so no padding enters a row), while the attention's score function
 is watched. Printed per checkpoint: the mean per-row standard deviation of the scores, the mean gap between
 the top score and the next (seq2seq.study.score_spread; a gap g weighs the top position e^g times the
-runner-up), the attention's mean entropy in nats, and the spectral norm of W_a where the score has one.
+runner-up), the attention's mean entropy in nats, and for Luong's general score the spectral norm of its
+bilinear matrix W_a.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from seq2seq.attention import GeneralAttention
 from seq2seq.translator import Translator
 
 
@@ -67,9 +69,8 @@ def measure(translator: Translator, checkpoint: str, sentences: list[str]) -> st
     gap = statistics.fmean(g for _, g in spreads)
     line = (f"{checkpoint}: {name}, {len(sentences)} sentences: score sd {std:.2f}, top-2 gap {gap:.2f}, "
             f"entropy {statistics.fmean(entropies):.2f} nats")
-    w_a = getattr(attention, "w_a", None)
-    if isinstance(w_a, torch.nn.Linear):
-        line += f", ||W_a||_2 {float(torch.linalg.matrix_norm(w_a.weight.detach(), 2)):.1f}"
+    if isinstance(attention, GeneralAttention):  # the bilinear matrix of h_t^T W_a h_s
+        line += f", ||W_a||_2 {float(torch.linalg.matrix_norm(attention.w_a.weight.detach(), 2)):.1f}"
     return line
 
 

@@ -99,7 +99,7 @@ def summarize(run: Path, out_json: Path) -> None:
         "tokens_per_s": timing[-1]["tokens_per_s"], "minutes_to_best": timing[best]["elapsed_s"] / 60,
         "epochs": metrics[-1]["epoch"], "best_epoch": metrics[best]["epoch"],
         "train_tokens": round(timing[-1]["tokens_per_s"] * timing[-1]["train_s"]),  # target tokens, all epochs
-        "curve": [(t["elapsed_s"] / 60, t["bleu"]) for t in timing],
+        "curve": [(t["elapsed_s"] / 60, t["bleu"], t["epoch"]) for t in timing],  # minutes, BLEU, epoch
         "entropy": statistics.fmean(attention_entropy(m) for m in maps) if maps else None,
         "diagonal": statistics.fmean(diagonal_mass(m) for m in maps) if maps else None,
         "src_lengths": [len(r.src_pieces) for r in results], "hypotheses": hyps, "heatmaps": heatmaps,
@@ -128,36 +128,64 @@ def mean_sd(values: list[float], digits: int = 2) -> str:
     return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def measure_speed(out: Path, variants: list[str], steps: int = 60) -> dict[str, float]:
+def read_json(path: Path, fix: str) -> dict:
+    """A JSON file of the study's; a damaged one stops the script with its name and ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot read {path} ({e}); {fix}") from None
+
+
+def measure_speed(out: Path, variants: list[str], extra: list[str], steps: int = 60) -> dict:
     """Training target tokens/s of each variant at the study's size on one thread (scripts/benchmark.py
-    --train-only: the same first batches for every variant), one after another, into {out}/speed.json.
-    Variants already there are kept; run nothing else meanwhile."""
+    --train-only: the same first batches for every variant), one after another, into {out}/speed.json with
+    the recipe they were measured with. Variants already measured with this recipe are kept; a changed
+    recipe starts again. Run nothing else meanwhile."""
     path = out / "speed.json"
-    speed = json.loads(path.read_text()) if path.exists() else {}
-    study = [o for o in STUDY if not o.startswith("threads=")]  # benchmark.py sets the threads itself
+    recipe = [o for o in STUDY if not o.startswith("threads=")] + extra  # benchmark.py sets the threads itself
+    speed = read_json(path, "delete it and run --speed again") if path.exists() else {}
+    if speed.get("recipe") != recipe:
+        speed = {"recipe": recipe, "tokens_per_s": {}}
     for name in variants:
-        if name in speed:
+        if name in speed["tokens_per_s"]:
             continue
         cmd = [sys.executable, str(Path(__file__).with_name("benchmark.py")), "--train-only", "--threads", "1",
-               "--steps", str(steps), "--", *study, *VARIANTS[name]]
+               "--steps", str(steps), "--", *recipe, *VARIANTS[name]]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"benchmark of {name} failed:\n{done.stderr[-3000:]}")
-        speed[name] = round(json.loads(done.stdout.strip().splitlines()[-1])["train_tgt_tokens_per_s"], 1)
+            raise SystemExit(f"timing {name} failed: scripts/benchmark.py {' '.join(cmd[2:])} said\n"
+                             f"{done.stderr.strip()[-2000:]}")
+        tokens_per_s = json.loads(done.stdout.strip().splitlines()[-1])["train_tgt_tokens_per_s"]
+        speed["tokens_per_s"][name] = round(tokens_per_s, 1)
         path.write_text(json.dumps(speed, indent=1) + "\n", encoding="utf-8")
-        print(f"== {name}: {speed[name]:.0f} target tokens/s (training, one thread)", flush=True)
+        print(f"== {name}: {tokens_per_s:.0f} target tokens/s (training, one thread)", flush=True)
     return speed
 
 
-def convergence(runs: list[dict], quiet: float | None) -> tuple[str, list[float], list[float]]:
-    """tokens/s, epochs and minutes to the best checkpoint over a variant's runs: at the quiet speed (training
-    only) when measured, else the runs' own figures (elapsed, validation included), marked *."""
+def convergence(runs: list[dict], quiet: float | None) -> tuple[float, bool, list[float], list[float]]:
+    """Target tokens/s (and whether measured quietly), epochs and minutes to the best checkpoint over a
+    variant's runs: the minutes are the training tokens up to the best epoch at the quiet speed when it was
+    measured (validation not included), else the runs' own elapsed minutes (validation included)."""
     epochs = [float(r["best_epoch"]) for r in runs]
     if quiet is None:
-        return (f"{statistics.fmean(r['tokens_per_s'] for r in runs):.0f}*", epochs,
-                [r["minutes_to_best"] for r in runs])
-    return (f"{quiet:.0f}", epochs,
-            [r["train_tokens"] / r["epochs"] * r["best_epoch"] / quiet / 60 for r in runs])
+        return statistics.fmean(r["tokens_per_s"] for r in runs), False, epochs, [r["minutes_to_best"] for r in runs]
+    return quiet, True, epochs, [r["train_tokens"] / r["epochs"] * r["best_epoch"] / quiet / 60 for r in runs]
+
+
+SUMMARY_KEYS = ("params", "valid_bleu", "test_bleu", "test_chrf", "tokens_per_s", "minutes_to_best", "epochs",
+                "best_epoch", "train_tokens", "curve", "entropy", "diagonal", "src_lengths", "hypotheses",
+                "heatmaps", "test")
+
+
+def finished_run(path: Path) -> dict:
+    """One run's summary; one from an older version of this script names the command that redoes it."""
+    summary = read_json(path, "delete it: the study redoes the run")
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing or len(summary["curve"][0]) < 3:
+        raise SystemExit(f"{path} lacks {', '.join(missing) or 'the epochs of its curve'} (an older summary); "
+                         f"with its run directory at hand, redo it with: python {__file__} --summarize "
+                         f"runs/attention_study/{path.stem} {path}")
+    return summary
 
 
 def report(out: Path, seeds: list[int]) -> list[dict]:
@@ -165,12 +193,14 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
     from seq2seq.data import read_parallel
     from seq2seq.study import bleu_by_length, paired_bootstrap
 
-    done = {(n, s): json.loads((out / "runs" / f"{n}_s{s}.json").read_text()) for n in VARIANTS for s in seeds
+    done = {(n, s): finished_run(out / "runs" / f"{n}_s{s}.json") for n in VARIANTS for s in seeds
             if (out / "runs" / f"{n}_s{s}.json").exists()}
     if not done:
         raise SystemExit(f"no finished runs in {out / 'runs'} yet")
     _, ref = read_parallel(*next(iter(done.values()))["test"])
-    speed = json.loads((out / "speed.json").read_text()) if (out / "speed.json").exists() else {}
+    speed = {}
+    if (out / "speed.json").exists():
+        speed = read_json(out / "speed.json", "delete it and run --speed again")["tokens_per_s"]
     rows = []
     for name in VARIANTS:
         mine = [(s, done[name, s]) for s in seeds if (name, s) in done]
@@ -180,12 +210,13 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
         p = [paired_bootstrap((f"bahdanau s{s}", done["bahdanau", s]["hypotheses"]),
                               [(f"{name} s{s}", done[name, s]["hypotheses"])], ref)[f"{name} s{s}"] for s in pairs]
         by_length = [bleu_by_length(r["hypotheses"], ref, r["src_lengths"]) for _, r in mine]
-        tokens_per_s, epochs_to_best, minutes_to_best = convergence([r for _, r in mine], speed.get(name))
+        tokens_per_s, quiet, epochs_to_best, minutes_to_best = convergence([r for _, r in mine], speed.get(name))
         rows.append({
             "variant": name, "seeds": [s for s, _ in mine], "params": mine[0][1]["params"],
             **{k: [r[k] for _, r in mine] for k in ("valid_bleu", "test_bleu", "test_chrf", "entropy", "diagonal",
                                                     "curve")},
-            "tokens_per_s": tokens_per_s, "epochs_to_best": epochs_to_best, "minutes_to_best": minutes_to_best,
+            "tokens_per_s": tokens_per_s, "speed_measured_quietly": quiet, "epochs_to_best": epochs_to_best,
+            "minutes_to_best": minutes_to_best,
             "p_vs_bahdanau": p,
             "bleu_by_length": [(b[0], b[1], statistics.fmean(x[i][2] for x in by_length if x[i][2] is not None)
                                 if any(x[i][2] is not None for x in by_length) else None)
@@ -205,16 +236,17 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     lines = ["| attention | seeds | params | valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
-             "p vs bahdanau (max) | tokens/s | epochs to best | minutes to best | entropy (nats) | diagonal mass |",
+             "p vs bahdanau (max) | target tokens/s | epochs to best | training minutes to best | entropy (nats) | "
+             "diagonal mass |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         p = f"{max(r['p_vs_bahdanau']):.4f}" if r["p_vs_bahdanau"] else "–"
         stats = [mean_sd([x for x in r[k] if x is not None]) for k in ("entropy", "diagonal")]
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['params'] / 1e6:.2f} M | {mean_sd(r['valid_bleu'])} | "
                      f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | {p} | "
-                     f"{r['tokens_per_s']} | {mean_sd(r['epochs_to_best'], 1)} | {mean_sd(r['minutes_to_best'])} | "
+                     f"{r['tokens_per_s']:.0f}{'' if r['speed_measured_quietly'] else '*'} | {mean_sd(r['epochs_to_best'], 1)} | {mean_sd(r['minutes_to_best'])} | "
                      f"{stats[0]} | {stats[1]} |")
-    if any(r["tokens_per_s"].endswith("*") for r in rows):
+    if not all(r["speed_measured_quietly"] for r in rows):
         lines.append("\n\\* the runs' own figures, beside other runs (validation included); "
                      "`--speed` measures them quietly")
     return "\n".join(lines) + "\n"
@@ -238,7 +270,7 @@ def main() -> None:
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     if args.speed:
-        measure_speed(out, args.variants)
+        measure_speed(out, args.variants, args.extra)
     elif not args.report:
         todo = [(n, s) for s in args.seeds for n in args.variants]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:

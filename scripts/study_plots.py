@@ -28,13 +28,13 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """Validation BLEU (greedy) after every epoch (the study validates once an epoch), the first seed of each
-    variant. Epochs, not minutes: the runs shared the machine, so their minutes depend on what ran beside them."""
+    """Validation BLEU (greedy) against epochs, the first seed of each variant. Epochs, not minutes: the runs
+    shared the machine, so their minutes depend on what ran beside them."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in rows:
-        ys = [bleu for _, bleu in r["curve"][0]]
-        ax.plot(range(1, len(ys) + 1), ys, marker=".", label=r["variant"])
+        _, ys, xs = zip(*r["curve"][0], strict=True)  # (minutes, BLEU, epoch) per validation
+        ax.plot(xs, ys, marker=".", label=r["variant"])
     _finish(fig, ax, path, "epoch", "validation BLEU (greedy)",
             f"Multi30k en-de: attention variants (seed {rows[0]['seeds'][0]})")
 

@@ -76,7 +76,7 @@ def score_spread(scores: Tensor) -> tuple[float, float]:
     """How far apart a softmax's inputs lie, for raw attention scores (..., S) before masking and softmax: the
     mean over rows of their standard deviation, and of the gap between the highest score and the next. A gap
     of g gives the top position e^g times the weight of the runner-up, so gaps of tens make the weights
-    one-hot and the softmax's gradient vanishes. Rows of one position have no spread and are skipped."""
+    one-hot and the softmax's gradient vanishes. With one position a row has no spread: both are NaN."""
     rows = scores.detach().double().flatten(0, -2) if scores.dim() > 1 else scores.detach().double()[None]
     if rows.size(-1) < 2:
         return math.nan, math.nan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,9 +70,10 @@ def test_attention_scores_script_watches_the_scores_and_lets_go(translator, toy_
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
-    assert line.startswith(f"{toy_run / 'best.pt'}: ") and ", 2 sentences: score sd " in line, line
-    numbers = [float(x) for x in line.split("score sd ")[1].replace(",", " ").split() if x[0].isdigit()]
-    assert len(numbers) >= 3 and all(x >= 0 for x in numbers[:3]), line
+    found = re.fullmatch(re.escape(f"{toy_run / 'best.pt'}: ") + r"\w+, 2 sentences: score sd (\S+), top-2 gap (\S+), "
+                         r"entropy (\S+) nats(, \|\|W_a\|\|_2 \S+)?", line)
+    assert found, line
+    assert all(math.isfinite(float(x)) and float(x) >= 0 for x in found.groups()[:3]), line
     before = translator.translate(["a b c d e"], beam_size=1)
     assert "score sd" in measure(translator, "toy", ["a b c"])
     assert "score" not in vars(translator.model.decoder.attention)  # the watch is gone after measuring
@@ -118,7 +120,9 @@ def test_the_study_summarizes_a_run(toy_run: Path, tmp_path: Path) -> None:
     assert 0 < summary["diagonal"] <= 1 and summary["entropy"] >= 0
     assert summary["heatmaps"] and summary["heatmaps"][0]["line"] == 3
     metrics = [json.loads(x) for x in (toy_run / "metrics.jsonl").read_text().splitlines()]
-    assert summary["best_epoch"] == max(m["epoch"] for m in metrics if m["best"])
+    bleu = [b for _, b, _ in summary["curve"]]
+    assert summary["curve"][bleu.index(max(bleu))][2] == summary["best_epoch"]  # the first best validation
+    assert [e for _, _, e in summary["curve"]] == [m["epoch"] for m in metrics]
     assert summary["train_tokens"] > 0
 
 
@@ -133,8 +137,8 @@ def test_minutes_to_best_come_from_the_quiet_speed_when_there_is_one() -> None:
     ca = _compare_attention()
     runs = [{"best_epoch": 6, "epochs": 12, "train_tokens": 1_200_000, "tokens_per_s": 500.0, "minutes_to_best": 99.0},
             {"best_epoch": 12, "epochs": 12, "train_tokens": 1_200_000, "tokens_per_s": 700.0, "minutes_to_best": 77.0}]
-    assert ca.convergence(runs, 1000.0) == ("1000", [6.0, 12.0], [10.0, 20.0])  # 600k / 1000 tok/s = 10 min
-    assert ca.convergence(runs, None) == ("600*", [6.0, 12.0], [99.0, 77.0])
+    assert ca.convergence(runs, 1000.0) == (1000.0, True, [6.0, 12.0], [10.0, 20.0])  # 600k / 1000 tok/s = 10 min
+    assert ca.convergence(runs, None) == (600.0, False, [6.0, 12.0], [99.0, 77.0])
     assert ca.mean_sd([2.0]) == "2.00" and ca.mean_sd([1.0, 3.0]) == "2.00 ± 1.41" and ca.mean_sd([]) == "–"
 
 
@@ -147,12 +151,28 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
         return subprocess.CompletedProcess(cmd, 0, stdout='table\n{"train_tgt_tokens_per_s": 1234.56}\n', stderr="")
 
     monkeypatch.setattr(ca.subprocess, "run", fake_run)
-    (tmp_path / "speed.json").write_text('{"bahdanau": 999.0}')
-    assert ca.measure_speed(tmp_path, ["bahdanau", "local_p"]) == {"bahdanau": 999.0, "local_p": 1234.6}
+    recipe = [o for o in ca.STUDY if not o.startswith("threads=")]  # benchmark.py's --threads sets them
+    (tmp_path / "speed.json").write_text(json.dumps({"recipe": recipe, "tokens_per_s": {"bahdanau": 999.0}}))
+    measured = ca.measure_speed(tmp_path, ["bahdanau", "local_p"], [])
+    assert measured == {"recipe": recipe, "tokens_per_s": {"bahdanau": 999.0, "local_p": 1234.6}}
     assert len(calls) == 1  # bahdanau was measured before
     cmd = calls[0]
     assert cmd[1].endswith("benchmark.py") and cmd[2:6] == ["--train-only", "--threads", "1", "--steps"]
     assert "model.attention_window=10" in cmd and "optim.lr=4e-3" in cmd
-    assert not any(c.startswith("threads=") for c in cmd)  # benchmark.py's --threads sets them
-    assert json.loads((tmp_path / "speed.json").read_text()) == {"bahdanau": 999.0, "local_p": 1234.6}
+    assert not any(c.startswith("threads=") for c in cmd)
+    assert json.loads((tmp_path / "speed.json").read_text()) == measured
+    again = ca.measure_speed(tmp_path, ["bahdanau"], ["model.dropout=0.3"])  # another recipe: measured afresh
+    assert again["tokens_per_s"] == {"bahdanau": 1234.6} and calls[-1][-2:] == ["model.dropout=0.3",
+                                                                             "model/attention=bahdanau"]
+
+
+def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:
+    ca = _compare_attention()
+    (tmp_path / "speed.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"speed.json .*delete it and run --speed again"):
+        ca.measure_speed(tmp_path, ["bahdanau"], [])
+    old = tmp_path / "bahdanau_s1.json"
+    old.write_text(json.dumps({k: [[1.0, 2.0]] for k in ca.SUMMARY_KEYS if k not in ("best_epoch", "train_tokens")}))
+    with pytest.raises(SystemExit, match=r"lacks best_epoch, train_tokens .*--summarize runs/attention_study/bahdanau_s1"):
+        ca.finished_run(old)
 
