@@ -22,18 +22,15 @@ import torch
 from torch import Tensor
 
 from seq2seq.attention import GeneralAttention
+from seq2seq.config import DataConfig
 from seq2seq.translator import Translator
 
 
-def source_sentences(checkpoint: str, src: str | None, count: int) -> list[str]:
-    """The first ``count`` lines of ``src``, or of the checkpoint corpus's validation split."""
-    from seq2seq.checkpoint import checkpoint_config, load_checkpoint
+def source_sentences(data: DataConfig, src: str | None, count: int) -> list[str]:
+    """The first ``count`` lines of ``src``, or of the corpus's validation split."""
     from seq2seq.data import corpus_path, read_lines
 
-    if src is None:
-        data = checkpoint_config(load_checkpoint(checkpoint), checkpoint).data
-        return read_lines(corpus_path(data.dir, data.valid_split, data.src_lang))[:count]
-    return read_lines(Path(src))[:count]
+    return read_lines(Path(src) if src else corpus_path(data.dir, data.valid_split, data.src_lang))[:count]
 
 
 def measure(translator: Translator, checkpoint: str, sentences: list[str]) -> str:
@@ -86,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu.setup(args.threads)
     try:
-        sentences = source_sentences(args.checkpoints[0], args.src, args.sentences)
+        sentences: list[str] | None = None
         for checkpoint in args.checkpoints:
             translator = Translator.from_checkpoint(checkpoint, device="cpu")
+            if sentences is None:  # the first checkpoint's corpus, for every checkpoint
+                sentences = source_sentences(translator.config.data, args.src, args.sentences)
             print(measure(translator, checkpoint, sentences), flush=True)
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)

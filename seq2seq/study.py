@@ -77,7 +77,7 @@ def score_spread(scores: Tensor) -> tuple[float, float]:
     mean over rows of their standard deviation, and of the gap between the highest score and the next. A gap
     of g gives the top position e^g times the weight of the runner-up, so gaps of tens make the weights
     one-hot and the softmax's gradient vanishes. With one position a row has no spread: both are NaN."""
-    rows = scores.detach().double().flatten(0, -2) if scores.dim() > 1 else scores.detach().double()[None]
+    rows = scores.detach().double().reshape(-1, scores.size(-1))  # (R, S): a row per query (and head)
     if rows.size(-1) < 2:
         return math.nan, math.nan
     top2 = rows.topk(2, dim=-1).values  # (R, 2)
