@@ -225,7 +225,7 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
         })
     (out / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "heatmaps"} for r in rows],
                                                   indent=1), encoding="utf-8")
-    (out / "results.md").write_text(table(rows), encoding="utf-8")
+    (out / "results.md").write_text(table(rows, cpu_hours(list(done.values()))), encoding="utf-8")
     from study_plots import plot_by_length, plot_curves, plot_heatmaps
 
     plot_curves(rows, out / "valid_bleu.png")
@@ -234,7 +234,13 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
+def cpu_hours(runs: list[dict]) -> float:
+    """The study's CPU time: every run's wall clock of training and validation (its curve's last minutes,
+    kept across resumes), each run on one thread, so thread-hours. The test decodes are not included."""
+    return sum(r["curve"][-1][0] for r in runs) / 60
+
+
+def table(rows: list[dict], hours: float | None = None) -> str:
     lines = ["| attention | seeds | params | valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
              "p vs bahdanau (max) | target tokens/s | epochs to best | training minutes to best | entropy (nats) | "
              "diagonal mass |",
@@ -249,6 +255,9 @@ def table(rows: list[dict]) -> str:
     if not all(r["speed_measured_quietly"] for r in rows):
         lines.append("\n\\* the runs' own figures, beside other runs (validation included); "
                      "`--speed` measures them quietly")
+    if hours is not None:
+        lines.append(f"\nCPU time: {sum(len(r['seeds']) for r in rows)} runs, {hours:.1f} h of one thread each "
+                     "(training and validation, wall clock beside the other runs; test decoding not included)")
     return "\n".join(lines) + "\n"
 
 

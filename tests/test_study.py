@@ -139,6 +139,7 @@ def test_minutes_to_best_come_from_the_quiet_speed_when_there_is_one() -> None:
             {"best_epoch": 12, "epochs": 12, "train_tokens": 1_200_000, "tokens_per_s": 700.0, "minutes_to_best": 77.0}]
     assert ca.convergence(runs, 1000.0) == (1000.0, True, [6.0, 12.0], [10.0, 20.0])  # 600k / 1000 tok/s = 10 min
     assert ca.convergence(runs, None) == (600.0, False, [6.0, 12.0], [99.0, 77.0])
+    assert ca.cpu_hours([{"curve": [[10.0, 5.0, 1], [50.0, 9.0, 2]]}, {"curve": [[70.0, 8.0, 1]]}]) == 2.0
     assert ca.mean_sd([2.0]) == "2.00" and ca.mean_sd([1.0, 3.0]) == "2.00 ± 1.41" and ca.mean_sd([]) == "–"
 
 
