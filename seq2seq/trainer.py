@@ -57,6 +57,11 @@ class Trainer:
         self.log.rewrite(self.progress.history)
         p = self.progress
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, p.step, p.epoch, p.batch_in_epoch)
+        if self.cfg.data.sampling_alpha is not None:
+            log.info("subword sampling is on (data.sampling_alpha=%s): SentencePiece's draws differ from one process "
+                     "to the next whatever the seed, so the rest of this run sees other, equally likely segmentations "
+                     "than an uninterrupted run would have; data.sampling_alpha=null makes resuming bitwise exact",
+                     self.cfg.data.sampling_alpha)
 
     def init_from(self, path: Path, reset: str) -> None:
         """Start this new run from the weights (and with ``reset=none`` the optimizer state) of ``path``."""

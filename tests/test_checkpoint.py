@@ -231,6 +231,17 @@ def test_a_finished_run_continues_with_a_larger_budget(tmp_path: Path, caplog: p
     assert longer.progress.step == 10 and longer.progress.finished
 
 
+def test_resuming_with_subword_sampling_says_it_is_not_exact(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SentencePiece's sampling is not reproducible across processes (README, *Reliability*): a resume says so."""
+    for alpha, says in (("0.1", True), ("null", False)):
+        _, run_dir = train_toy(tmp_path / alpha, "train.max_steps=2", f"data.sampling_alpha={alpha}")
+        cfg = toy_config(tmp_path / alpha, "train.max_steps=4", f"data.sampling_alpha={alpha}")
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            Trainer(cfg, load_corpus(cfg.data), run_dir).resume(run_dir / "last.pt")
+        assert ("data.sampling_alpha=null makes resuming bitwise exact" in caplog.text) == says
+
+
 def test_init_from_starts_a_new_run_from_the_weights(tmp_path: Path, toy_run: Path) -> None:
     cfg = toy_config(tmp_path, "train.max_steps=1", "init_from=" + str(toy_run / "best.pt"))
     corpus = load_corpus(cfg.data)
