@@ -13,14 +13,15 @@ hypotheses, attention statistics, three heat-maps), so the study resumes where i
 sittings, even without the checkpoints; an interrupted training run continues from its last.pt.
 
 The report ({out}/results.md, results.json, valid_bleu.png, bleu_by_length.png, heatmaps.png): per variant
-mean +- sd over seeds of validation BLEU and test BLEU / chrF (beam 5), parameters, training tokens/s,
-epochs and minutes to the best checkpoint, the attention's entropy and diagonal mass, and the paired
-bootstrap p-value against Bahdanau (sacreBLEU's, seed for seed; the largest is reported).
+mean +- sd over seeds of the best validation BLEU and test BLEU / chrF (beam 5), parameters, training
+tokens/s, epochs and minutes to convergence (the first epoch within 0.5 BLEU of the run's best), the
+attention's entropy and diagonal mass, and sacreBLEU's paired bootstrap p-values against Bahdanau: one over
+all seeds pooled, and the largest of the seed-for-seed tests.
 
 Speed is measured apart from the runs, because two runs share the machine (and whatever else runs beside
 them): --speed times 60 training steps of every variant with scripts/benchmark.py, one variant after
-another on one thread, into {out}/speed.json. The report's tokens/s come from there, and its minutes to the
-best checkpoint are the training tokens up to that epoch at that speed (validation not included). Without
+another on one thread, into {out}/speed.json. The report's tokens/s come from there, and its minutes to
+convergence are the training tokens up to that epoch at that speed (validation not included). Without
 speed.json it shows the runs' own figures, marked *.
 """
 
@@ -45,7 +46,7 @@ VARIANTS = {
     "none": ["model/attention=none"],
 }
 # A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in
-# about 5 hours of two cores (about 2 minutes an epoch on one thread); a fixed budget of 12 epochs over which
+# about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget of 12 epochs over which
 # the cosine schedule anneals the rate from 4e-3 (calibrated: README, *The comparison study*), and no early
 # stopping, so every variant gets the same training.
 STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
@@ -162,14 +163,26 @@ def measure_speed(out: Path, variants: list[str], extra: list[str], steps: int =
     return speed
 
 
+CONVERGED_WITHIN = 0.5  # BLEU: a run has converged at the first validation this close to its best
+
+
+def converged_epoch(run: dict) -> int:
+    """The first epoch whose validation BLEU is within CONVERGED_WITHIN of the run's best. The best epoch itself
+    is a noisy argmax late in a cosine schedule (a flat tail picks any of its epochs)."""
+    best = max(bleu for _, bleu, _ in run["curve"])
+    return next(epoch for _, bleu, epoch in run["curve"] if bleu >= best - CONVERGED_WITHIN)
+
+
 def convergence(runs: list[dict], quiet: float | None) -> tuple[float, bool, list[float], list[float]]:
-    """Target tokens/s (and whether measured quietly), epochs and minutes to the best checkpoint over a
-    variant's runs: the minutes are the training tokens up to the best epoch at the quiet speed when it was
-    measured (validation not included), else the runs' own elapsed minutes (validation included)."""
-    epochs = [float(r["best_epoch"]) for r in runs]
+    """Target tokens/s (and whether measured quietly), epochs and minutes to convergence (converged_epoch)
+    over a variant's runs: the minutes are the training tokens up to that epoch at the quiet speed when it was
+    measured (validation not included), else the runs' own elapsed minutes there (validation included)."""
+    epochs = [converged_epoch(r) for r in runs]
     if quiet is None:
-        return statistics.fmean(r["tokens_per_s"] for r in runs), False, epochs, [r["minutes_to_best"] for r in runs]
-    return quiet, True, epochs, [r["train_tokens"] / r["epochs"] * r["best_epoch"] / quiet / 60 for r in runs]
+        minutes = [next(m for m, _, e in r["curve"] if e == epoch) for r, epoch in zip(runs, epochs, strict=True)]
+        return statistics.fmean(r["tokens_per_s"] for r in runs), False, [float(e) for e in epochs], minutes
+    return quiet, True, [float(e) for e in epochs], [r["train_tokens"] / r["epochs"] * e / quiet / 60
+                                                     for r, e in zip(runs, epochs, strict=True)]
 
 
 SUMMARY_KEYS = ("params", "valid_bleu", "test_bleu", "test_chrf", "tokens_per_s", "minutes_to_best", "epochs",
@@ -209,15 +222,17 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
         pairs = [s for s, _ in mine if ("bahdanau", s) in done and name != "bahdanau"]
         p = [paired_bootstrap((f"bahdanau s{s}", done["bahdanau", s]["hypotheses"]),
                               [(f"{name} s{s}", done[name, s]["hypotheses"])], ref)[f"{name} s{s}"] for s in pairs]
+        pooled = pooled_bootstrap([done["bahdanau", s]["hypotheses"] for s in pairs],
+                                  [done[name, s]["hypotheses"] for s in pairs], ref) if pairs else None
         by_length = [bleu_by_length(r["hypotheses"], ref, r["src_lengths"]) for _, r in mine]
-        tokens_per_s, quiet, epochs_to_best, minutes_to_best = convergence([r for _, r in mine], speed.get(name))
+        tokens_per_s, quiet, epochs, minutes = convergence([r for _, r in mine], speed.get(name))
         rows.append({
             "variant": name, "seeds": [s for s, _ in mine], "params": mine[0][1]["params"],
             **{k: [r[k] for _, r in mine] for k in ("valid_bleu", "test_bleu", "test_chrf", "entropy", "diagonal",
                                                     "curve")},
-            "tokens_per_s": tokens_per_s, "speed_measured_quietly": quiet, "epochs_to_best": epochs_to_best,
-            "minutes_to_best": minutes_to_best,
-            "p_vs_bahdanau": p,
+            "tokens_per_s": tokens_per_s, "speed_measured_quietly": quiet, "epochs_to_converge": epochs,
+            "minutes_to_converge": minutes, "best_epoch": [r["best_epoch"] for _, r in mine],
+            "p_vs_bahdanau": p, "p_vs_bahdanau_pooled": pooled, "p_seeds": pairs,
             "bleu_by_length": [(b[0], b[1], statistics.fmean(x[i][2] for x in by_length if x[i][2] is not None)
                                 if any(x[i][2] is not None for x in by_length) else None)
                                for i, b in enumerate(by_length[0])],
@@ -234,6 +249,23 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
     return rows
 
 
+def pooled_bootstrap(baseline: list[list[str]], system: list[list[str]], ref: list[str]) -> float:
+    """One paired bootstrap over all seeds at once: each side's runs concatenated (seed 1's test set, then seed
+    2's, ...), against the references repeated as often, so a resample draws sentences from every seed and the
+    p-value reflects the variation between runs as well as between sentences (Clark et al. 2011)."""
+    from seq2seq.study import paired_bootstrap
+
+    joined = [sum(baseline, []), sum(system, [])]
+    return paired_bootstrap(("bahdanau", joined[0]), [("variant", joined[1])], ref * len(system))["variant"]
+
+
+def format_p(p: float | None, samples: int = 1000) -> str:
+    """A p-value for the table; the smallest the bootstrap can give, 1 / (samples + 1), shown as a bound."""
+    if p is None or p != p:
+        return "–"
+    return f"< {1 / samples:g}" if p <= 1 / (samples + 1) + 1e-12 else f"{p:.3f}"
+
+
 def cpu_hours(runs: list[dict]) -> float:
     """The study's CPU time: every run's wall clock of training and validation (its curve's last minutes,
     kept across resumes), each run on one thread, so thread-hours. The test decodes are not included."""
@@ -241,23 +273,28 @@ def cpu_hours(runs: list[dict]) -> float:
 
 
 def table(rows: list[dict], hours: float | None = None) -> str:
-    lines = ["| attention | seeds | params | valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
-             "p vs bahdanau (max) | target tokens/s | epochs to best | training minutes to best | entropy (nats) | "
-             "diagonal mass |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| attention | seeds | params | best valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
+             "p vs bahdanau, seeds pooled | p vs bahdanau, per seed (max) | target tokens/s | epochs to converge | "
+             "training minutes to converge | entropy (nats) | diagonal mass |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        p = f"{max(r['p_vs_bahdanau']):.4f}" if r["p_vs_bahdanau"] else "–"
+        measured = [p for p in r["p_vs_bahdanau"] if p == p]  # NaN: sacreBLEU gave none
+        per_seed = format_p(max(measured)) if measured else "–"
         stats = [mean_sd([x for x in r[k] if x is not None]) for k in ("entropy", "diagonal")]
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['params'] / 1e6:.2f} M | {mean_sd(r['valid_bleu'])} | "
-                     f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | {p} | "
-                     f"{r['tokens_per_s']:.0f}{'' if r['speed_measured_quietly'] else '*'} | {mean_sd(r['epochs_to_best'], 1)} | {mean_sd(r['minutes_to_best'])} | "
-                     f"{stats[0]} | {stats[1]} |")
+                     f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | {format_p(r['p_vs_bahdanau_pooled'])} | "
+                     f"{per_seed} | {r['tokens_per_s']:.0f}{'' if r['speed_measured_quietly'] else '*'} | "
+                     f"{mean_sd(r['epochs_to_converge'], 1)} | {mean_sd(r['minutes_to_converge'])} | {stats[0]} | {stats[1]} |")
+    lines.append(f"\np: sacreBLEU's paired bootstrap (two-sided, 1,000 resamples) against Bahdanau on test BLEU, over "
+                 f"the seeds both have; converged: the first epoch within {CONVERGED_WITHIN} BLEU of the run's best "
+                 "validation BLEU")
     if not all(r["speed_measured_quietly"] for r in rows):
         lines.append("\n\\* the runs' own figures, beside other runs (validation included); "
                      "`--speed` measures them quietly")
     if hours is not None:
-        lines.append(f"\nCPU time: {sum(len(r['seeds']) for r in rows)} runs, {hours:.1f} h of one thread each "
-                     "(training and validation, wall clock beside the other runs; test decoding not included)")
+        lines.append(f"\nCPU time: {sum(len(r['seeds']) for r in rows)} runs, {hours:.1f} thread-hours in all "
+                     "(each run on one thread: the wall clock of its training and validation, beside the other "
+                     "runs, pauses included; test decoding not included)")
     return "\n".join(lines) + "\n"
 
 
@@ -278,14 +315,23 @@ def main() -> None:
         return summarize(Path(args.summarize[0]), Path(args.summarize[1]))
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
     if args.speed:
         measure_speed(out, args.variants, args.extra)
     elif not args.report:
         todo = [(n, s) for s in args.seeds for n in args.variants]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for future in [pool.submit(run_one, n, s, out, Path(args.runs), args.extra) for n, s in todo]:
-                future.result()
+            futures = {(n, s): pool.submit(run_one, n, s, out, Path(args.runs), args.extra) for n, s in todo}
+            for (n, s), future in futures.items():
+                try:
+                    future.result()
+                except Exception as e:  # the others go on; the report shows what finished
+                    print(f"== {n} seed {s}: FAILED: {e}", flush=True)
+                    failed.append(f"{n} seed {s}")
     print(report(out, args.seeds) and (out / "results.md").read_text())
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed ({', '.join(failed)}); their errors are above. Fix the cause "
+                         f"and run the same command again: it redoes only what is missing")
 
 
 if __name__ == "__main__":

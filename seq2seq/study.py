@@ -17,7 +17,7 @@ import sacrebleu
 import torch
 from torch import Tensor
 
-LENGTH_EDGES = (10, 15, 20, 30)  # source subwords: buckets 1-10, 11-15, 16-20, 21-30, 31+
+LENGTH_EDGES = (10, 15, 20)  # source subwords: buckets 1-10, 11-15, 16-20, 21+ (Multi30k test: 189, 460, 237, 114)
 
 
 def length_bucket(length: int, edges: Sequence[int] = LENGTH_EDGES) -> int:

@@ -133,14 +133,74 @@ def _compare_attention():
     return compare_attention
 
 
-def test_minutes_to_best_come_from_the_quiet_speed_when_there_is_one() -> None:
+def test_convergence_is_the_first_epoch_near_the_best_at_the_quiet_speed() -> None:
     ca = _compare_attention()
-    runs = [{"best_epoch": 6, "epochs": 12, "train_tokens": 1_200_000, "tokens_per_s": 500.0, "minutes_to_best": 99.0},
-            {"best_epoch": 12, "epochs": 12, "train_tokens": 1_200_000, "tokens_per_s": 700.0, "minutes_to_best": 77.0}]
-    assert ca.convergence(runs, 1000.0) == (1000.0, True, [6.0, 12.0], [10.0, 20.0])  # 600k / 1000 tok/s = 10 min
-    assert ca.convergence(runs, None) == (600.0, False, [6.0, 12.0], [99.0, 77.0])
-    assert ca.cpu_hours([{"curve": [[10.0, 5.0, 1], [50.0, 9.0, 2]]}, {"curve": [[70.0, 8.0, 1]]}]) == 2.0
+    # (minutes, BLEU, epoch): the best (30.0) comes at epoch 4, but epoch 2 is already within 0.5 of it
+    runs = [{"epochs": 4, "train_tokens": 1_200_000, "tokens_per_s": 500.0,
+             "curve": [[3.0, 20.0, 1], [6.0, 29.6, 2], [9.0, 29.4, 3], [12.0, 30.0, 4]]},
+            {"epochs": 4, "train_tokens": 1_200_000, "tokens_per_s": 700.0,
+             "curve": [[2.0, 20.0, 1], [4.0, 25.0, 2], [6.0, 28.0, 3], [8.0, 31.0, 4]]}]
+    assert [ca.converged_epoch(r) for r in runs] == [2, 4]
+    # 300k target tokens an epoch: 600k / 1000 tok/s = 10 min, 1.2M = 20 min
+    assert ca.convergence(runs, 1000.0) == (1000.0, True, [2.0, 4.0], [10.0, 20.0])
+    assert ca.convergence(runs, None) == (600.0, False, [2.0, 4.0], [6.0, 8.0])  # the runs' own minutes there
+    assert ca.cpu_hours(runs) == pytest.approx(20 / 60)
     assert ca.mean_sd([2.0]) == "2.00" and ca.mean_sd([1.0, 3.0]) == "2.00 ± 1.41" and ca.mean_sd([]) == "–"
+    assert ca.format_p(1 / 1001) == "< 0.001" and ca.format_p(0.0421) == "0.042" and ca.format_p(math.nan) == "–"
+
+
+def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three bahdanau seeds, two of luong_dot (seeds 1 and 3) and one of none (seed 2, no attention): means,
+    p-values over the seeds both have, and the figures."""
+    ca = _compare_attention()
+    data = tmp_path / "data"
+    data.mkdir()
+    refs = ["a b c d", "e f g h", "i j k l"]
+    (data / "test.en").write_text("x\ny\nz\n", encoding="utf-8")
+    (data / "test.de").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    heatmap = [{"line": 0, "src": ["x"], "tgt": ["a"], "weights": [[1.0], [1.0]]}]
+
+    def run(bleu: float, seed: int, attends: bool = True) -> dict:
+        return {"params": 1000, "valid_bleu": bleu, "test_bleu": bleu + 1, "test_chrf": 50.0, "tokens_per_s": 100.0,
+                "minutes_to_best": 2.0, "epochs": 2, "best_epoch": 2, "train_tokens": 12_000,
+                "curve": [[1.0, bleu - 5, 1], [2.0, bleu, 2]], "entropy": 0.5 * seed if attends else None,
+                "diagonal": 0.5 if attends else None, "src_lengths": [1, 12, 25], "hypotheses": refs[:2] + [f"s{seed}"],
+                "heatmaps": heatmap if attends else [], "test": [str(data), "test", "en", "de"]}
+
+    out = tmp_path / "study"
+    (out / "runs").mkdir(parents=True)
+    for name, seed, bleu in (("bahdanau", 1, 30.0), ("bahdanau", 2, 32.0), ("bahdanau", 3, 34.0),
+                             ("luong_dot", 1, 20.0), ("luong_dot", 3, 22.0), ("none", 2, 5.0)):
+        (out / "runs" / f"{name}_s{seed}.json").write_text(json.dumps(run(bleu, seed, name != "none")))
+    calls = []
+
+    def fake_bootstrap(baseline, systems, references, samples=1000):
+        calls.append((baseline[1], [h for _, h in systems], list(references)))
+        return {systems[0][0]: 0.5 / len(references)}
+
+    monkeypatch.setattr(ca, "paired_bootstrap", fake_bootstrap, raising=False)
+    import seq2seq.study
+
+    monkeypatch.setattr(seq2seq.study, "paired_bootstrap", fake_bootstrap)
+    rows = {r["variant"]: r for r in ca.report(out, [1, 2, 3])}
+    assert list(rows) == ["bahdanau", "luong_dot", "none"]
+    assert rows["bahdanau"]["valid_bleu"] == [30.0, 32.0, 34.0] and rows["bahdanau"]["p_seeds"] == []
+    assert rows["luong_dot"]["p_seeds"] == [1, 3] and rows["none"]["p_seeds"] == [2]
+    # per seed: seed 1 against seed 1, seed 3 against seed 3; pooled: both seeds concatenated, references twice
+    dot = [c for c in calls if c[1][0][-1] in ("s1", "s3") and c[0][-1] in ("s1", "s3")]
+    assert [(c[0][-1], c[1][0][-1], len(c[2])) for c in dot] == [("s1", "s1", 3), ("s3", "s3", 3), ("s3", "s3", 6)]
+    assert dot[2][0] == refs[:2] + ["s1"] + refs[:2] + ["s3"] and dot[2][2] == refs * 2
+    assert rows["luong_dot"]["p_vs_bahdanau"] == [0.5 / 3, 0.5 / 3] and rows["luong_dot"]["p_vs_bahdanau_pooled"] == 0.5 / 6
+    table = (out / "results.md").read_text()
+    assert "| bahdanau | 3 | 0.00 M | 32.00 ± 2.00 | 33.00 ± 2.00 | 50.00 ± 0.00 | – | – |" in table
+    assert "| luong_dot | 2 | 0.00 M | 21.00 ± 1.41 | 22.00 ± 1.41 | 50.00 ± 0.00 | 0.083 | 0.167 |" in table
+    assert table.splitlines()[4].endswith("| – | – |")  # none: no entropy, no diagonal
+    assert "CPU time: 6 runs, 0.2 thread-hours" in table
+    assert [b[:2] for b in rows["bahdanau"]["bleu_by_length"]] == [("1-10", 1), ("11-15", 1), ("16-20", 0), ("21+", 1)]
+    assert json.loads((out / "results.json").read_text())[1]["variant"] == "luong_dot"
+    for figure in ("valid_bleu.png", "bleu_by_length.png", "heatmaps.png"):
+        assert (out / figure).stat().st_size > 0
 
 
 def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
