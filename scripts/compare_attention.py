@@ -251,8 +251,9 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
 
 def pooled_bootstrap(baseline: list[list[str]], system: list[list[str]], ref: list[str]) -> float:
     """One paired bootstrap over all seeds at once: each side's runs concatenated (seed 1's test set, then seed
-    2's, ...), against the references repeated as often, so a resample draws sentences from every seed and the
-    p-value reflects the variation between runs as well as between sentences (Clark et al. 2011)."""
+    2's, ...), against the references repeated as often, so that it tests the seeds' outputs together rather
+    than one pair at a time. It resamples sentences, not seeds: the p-value is conditional on these runs and
+    says nothing of how another seed would do; the seeds' standard deviation is the measure of that."""
     from seq2seq.study import paired_bootstrap
 
     joined = [sum(baseline, []), sum(system, [])]
@@ -268,7 +269,8 @@ def format_p(p: float | None, samples: int = 1000) -> str:
 
 def cpu_hours(runs: list[dict]) -> float:
     """The study's CPU time: every run's wall clock of training and validation (its curve's last minutes,
-    kept across resumes), each run on one thread, so thread-hours. The test decodes are not included."""
+    kept across resumes), each run on one thread, so thread-hours. Not included: the test decodes, the time
+    between sittings, and work after a run's last save that a kill threw away."""
     return sum(r["curve"][-1][0] for r in runs) / 60
 
 
@@ -286,15 +288,18 @@ def table(rows: list[dict], hours: float | None = None) -> str:
                      f"{per_seed} | {r['tokens_per_s']:.0f}{'' if r['speed_measured_quietly'] else '*'} | "
                      f"{mean_sd(r['epochs_to_converge'], 1)} | {mean_sd(r['minutes_to_converge'])} | {stats[0]} | {stats[1]} |")
     lines.append(f"\np: sacreBLEU's paired bootstrap (two-sided, 1,000 resamples) against Bahdanau on test BLEU, over "
-                 f"the seeds both have; converged: the first epoch within {CONVERGED_WITHIN} BLEU of the run's best "
-                 "validation BLEU")
+                 "the seeds both have; it resamples sentences, not seeds, so it is conditional on these runs (the ± sd "
+                 f"is the spread between runs). Converged: the first epoch within {CONVERGED_WITHIN} BLEU of the run's "
+                 "best validation BLEU (the cosine schedule ends at the last epoch for every variant, so this comes "
+                 "late by construction)")
     if not all(r["speed_measured_quietly"] for r in rows):
         lines.append("\n\\* the runs' own figures, beside other runs (validation included); "
                      "`--speed` measures them quietly")
     if hours is not None:
         lines.append(f"\nCPU time: {sum(len(r['seeds']) for r in rows)} runs, {hours:.1f} thread-hours in all "
-                     "(each run on one thread: the wall clock of its training and validation, beside the other "
-                     "runs, pauses included; test decoding not included)")
+                     "(each run on one thread: the wall clock of its training and validation while its process ran, "
+                     "beside the other runs; not counted: test decoding, time between sittings, work lost to a "
+                     "kill)")
     return "\n".join(lines) + "\n"
 
 
@@ -328,10 +333,14 @@ def main() -> None:
                 except Exception as e:  # the others go on; the report shows what finished
                     print(f"== {n} seed {s}: FAILED: {e}", flush=True)
                     failed.append(f"{n} seed {s}")
-    print(report(out, args.seeds) and (out / "results.md").read_text())
+    try:
+        print(report(out, args.seeds) and (out / "results.md").read_text())
+    finally:  # also when the report itself stops (no finished run, a damaged summary)
+        if failed:
+            print(f"{len(failed)} run(s) failed ({', '.join(failed)}); their errors are above. Fix the cause and "
+                  "run the same command again: it redoes only what is missing", file=sys.stderr)
     if failed:
-        raise SystemExit(f"{len(failed)} run(s) failed ({', '.join(failed)}); their errors are above. Fix the cause "
-                         f"and run the same command again: it redoes only what is missing")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 import re
 import subprocess
 import sys
@@ -149,25 +150,35 @@ def test_convergence_is_the_first_epoch_near_the_best_at_the_quiet_speed() -> No
     assert ca.format_p(1 / 1001) == "< 0.001" and ca.format_p(0.0421) == "0.042" and ca.format_p(math.nan) == "–"
 
 
+REFS = ["a b c d", "e f g h", "i j k l"]
+
+
+def fake_run(data: Path, bleu: float, seed: int, attends: bool = True) -> dict:
+    """A finished run's summary as compare_attention.py writes it, over the 3-line test set in ``data``."""
+    heatmap = [{"line": 0, "src": ["x"], "tgt": ["a"], "weights": [[1.0], [1.0]]}]
+    return {"params": 1000, "valid_bleu": bleu, "test_bleu": bleu + 1, "test_chrf": 50.0, "tokens_per_s": 100.0,
+            "minutes_to_best": 2.0, "epochs": 2, "best_epoch": 2, "train_tokens": 12_000,
+            "curve": [[1.0, bleu - 5, 1], [2.0, bleu, 2]], "entropy": 0.5 * seed if attends else None,
+            "diagonal": 0.5 if attends else None, "src_lengths": [1, 12, 25], "hypotheses": REFS[:2] + [f"s{seed}"],
+            "heatmaps": heatmap if attends else [], "test": [str(data), "test", "en", "de"]}
+
+
+def fake_test_set(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "test.en").write_text("x\ny\nz\n", encoding="utf-8")
+    (data / "test.de").write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    return data
+
+
 def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Three bahdanau seeds, two of luong_dot (seeds 1 and 3) and one of none (seed 2, no attention): means,
     p-values over the seeds both have, and the figures."""
     ca = _compare_attention()
-    data = tmp_path / "data"
-    data.mkdir()
-    refs = ["a b c d", "e f g h", "i j k l"]
-    (data / "test.en").write_text("x\ny\nz\n", encoding="utf-8")
-    (data / "test.de").write_text("\n".join(refs) + "\n", encoding="utf-8")
-    heatmap = [{"line": 0, "src": ["x"], "tgt": ["a"], "weights": [[1.0], [1.0]]}]
-
-    def run(bleu: float, seed: int, attends: bool = True) -> dict:
-        return {"params": 1000, "valid_bleu": bleu, "test_bleu": bleu + 1, "test_chrf": 50.0, "tokens_per_s": 100.0,
-                "minutes_to_best": 2.0, "epochs": 2, "best_epoch": 2, "train_tokens": 12_000,
-                "curve": [[1.0, bleu - 5, 1], [2.0, bleu, 2]], "entropy": 0.5 * seed if attends else None,
-                "diagonal": 0.5 if attends else None, "src_lengths": [1, 12, 25], "hypotheses": refs[:2] + [f"s{seed}"],
-                "heatmaps": heatmap if attends else [], "test": [str(data), "test", "en", "de"]}
-
+    data = fake_test_set(tmp_path)
+    refs = REFS
+    run = partial(fake_run, data)
     out = tmp_path / "study"
     (out / "runs").mkdir(parents=True)
     for name, seed, bleu in (("bahdanau", 1, 30.0), ("bahdanau", 2, 32.0), ("bahdanau", 3, 34.0),
@@ -237,3 +248,26 @@ def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"lacks best_epoch, train_tokens .*--summarize runs/attention_study/bahdanau_s1"):
         ca.finished_run(old)
 
+
+
+def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ca = _compare_attention()
+    data = fake_test_set(tmp_path)
+    out = tmp_path / "study"
+
+    def run_one(name, seed, out, runs, extra):
+        if name == "none":
+            raise RuntimeError("none seed 1 failed: out of memory")
+        (out / "runs" / f"{name}_s{seed}.json").write_text(json.dumps(fake_run(data, 30.0, seed)))
+
+    monkeypatch.setattr(ca, "run_one", run_one)
+    monkeypatch.setattr(sys, "argv", ["compare_attention.py", "--out", str(out), "--runs", str(tmp_path / "runs"),
+                                      "--variants", "none", "bahdanau", "--seeds", "1"])
+    with pytest.raises(SystemExit) as stop:
+        ca.main()
+    assert stop.value.code == 1
+    printed = capsys.readouterr()
+    assert "none seed 1: FAILED: none seed 1 failed: out of memory" in printed.out
+    assert "| bahdanau | 1 |" in printed.out  # the report of what finished
+    assert "1 run(s) failed (none seed 1)" in printed.err
