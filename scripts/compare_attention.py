@@ -46,9 +46,9 @@ VARIANTS = {
     "none": ["model/attention=none"],
 }
 # A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in
-# about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget of 12 epochs over which
-# the cosine schedule anneals the rate from 4e-3 (calibrated: README, *The comparison study*), and no early
-# stopping, so every variant gets the same training.
+# about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget
+# of 12 epochs over which the cosine schedule anneals the rate from 4e-3 (calibrated: README, *The comparison
+# study*), and no early stopping, so every variant gets the same training.
 STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
          "model.dropout=0.2", "optim.lr=4e-3", "train.max_minutes=null", "train.max_epochs=12", "train.patience=100",
          "threads=1"]
@@ -284,9 +284,11 @@ def table(rows: list[dict], hours: float | None = None) -> str:
         per_seed = format_p(max(measured)) if measured else "–"
         stats = [mean_sd([x for x in r[k] if x is not None]) for k in ("entropy", "diagonal")]
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['params'] / 1e6:.2f} M | {mean_sd(r['valid_bleu'])} | "
-                     f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | {format_p(r['p_vs_bahdanau_pooled'])} | "
+                     f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | "
+                     f"{format_p(r['p_vs_bahdanau_pooled'])} | "
                      f"{per_seed} | {r['tokens_per_s']:.0f}{'' if r['speed_measured_quietly'] else '*'} | "
-                     f"{mean_sd(r['epochs_to_converge'], 1)} | {mean_sd(r['minutes_to_converge'])} | {stats[0]} | {stats[1]} |")
+                     f"{mean_sd(r['epochs_to_converge'], 1)} | {mean_sd(r['minutes_to_converge'])} | "
+                     f"{stats[0]} | {stats[1]} |")
     lines.append(f"\np: sacreBLEU's paired bootstrap (two-sided, 1,000 resamples) against Bahdanau on test BLEU, over "
                  "the seeds both have; it resamples sentences, not seeds, so it is conditional on these runs (the ± sd "
                  f"is the spread between runs). Converged: the first epoch within {CONVERGED_WITHIN} BLEU of the run's "

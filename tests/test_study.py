@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from functools import partial
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -202,7 +202,8 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
     dot = [c for c in calls if c[1][0][-1] in ("s1", "s3") and c[0][-1] in ("s1", "s3")]
     assert [(c[0][-1], c[1][0][-1], len(c[2])) for c in dot] == [("s1", "s1", 3), ("s3", "s3", 3), ("s3", "s3", 6)]
     assert dot[2][0] == refs[:2] + ["s1"] + refs[:2] + ["s3"] and dot[2][2] == refs * 2
-    assert rows["luong_dot"]["p_vs_bahdanau"] == [0.5 / 3, 0.5 / 3] and rows["luong_dot"]["p_vs_bahdanau_pooled"] == 0.5 / 6
+    assert rows["luong_dot"]["p_vs_bahdanau"] == [0.5 / 3, 0.5 / 3]
+    assert rows["luong_dot"]["p_vs_bahdanau_pooled"] == 0.5 / 6
     table = (out / "results.md").read_text()
     assert "| bahdanau | 3 | 0.00 M | 32.00 ± 2.00 | 33.00 ± 2.00 | 50.00 ± 0.00 | – | – |" in table
     assert "| luong_dot | 2 | 0.00 M | 21.00 ± 1.41 | 22.00 ± 1.41 | 50.00 ± 0.00 | 0.083 | 0.167 |" in table
@@ -245,7 +246,8 @@ def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:
         ca.measure_speed(tmp_path, ["bahdanau"], [])
     old = tmp_path / "bahdanau_s1.json"
     old.write_text(json.dumps({k: [[1.0, 2.0]] for k in ca.SUMMARY_KEYS if k not in ("best_epoch", "train_tokens")}))
-    with pytest.raises(SystemExit, match=r"lacks best_epoch, train_tokens .*--summarize runs/attention_study/bahdanau_s1"):
+    outdated = r"lacks best_epoch, train_tokens .*--summarize runs/attention_study/bahdanau_s1"
+    with pytest.raises(SystemExit, match=outdated):
         ca.finished_run(old)
 
 
