@@ -12,9 +12,10 @@ process" starts ``python3 -c "while True: pass"`` (one core, single-threaded) fi
   sleep (``GOMP_SPINCOUNT=300000``, libgomp's default when no wait policy is set; a value the user set
   is left alone by seq2seq, so this reproduces the old behaviour with the new code);
 - **after**: seq2seq's default (seq2seq/cpu.py), chosen by the load when the run starts: passive waiting on a
-  busy machine, a short spin (``GOMP_SPINCOUNT=1000``) on an idle one; ``--after-env`` sets one instead
-  (the busy process starts seconds before the run, too late to move the 1-minute load average, so measure
-  "beside" with ``--after-env OMP_WAIT_POLICY=PASSIVE`` to see what a run started on a busy machine gets).
+  busy machine, a short spin (``GOMP_SPINCOUNT=1000``) on an idle one; ``--after-env`` sets one instead.
+  The busy process starts seconds before the run; the default reads the CPUs' busy share in the quarter
+  second before the start, so it sees that process and waits passively "beside" it (until the default
+  followed the 1-minute load average, which had not risen yet, and picked the short spin there).
 
 Before and after run one right after the other for every cell (in alternating order with ``--repeats``),
 so a change in the machine's load hits both. The load average is printed with each row: on a machine that

@@ -9,9 +9,12 @@ at once, so a loaded machine costs in proportion to the load, but on an idle mac
 model's speed with 2 threads (waking a thread costs more than a short spin). A short spin,
 ``GOMP_SPINCOUNT=1000``, keeps the idle speed and softens the collapse without removing it. So
 :func:`openmp_defaults` picks by the load when the process starts: passive waiting when other work keeps
-a core busy (1-minute load average >= ``BUSY_LOAD``), the short spin otherwise. libgomp reads these once,
-when torch is imported, so the console scripts call it first thing; a value the user set
-(``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is left alone.
+a core busy (``BUSY_LOAD`` cores or more, :func:`busy_cores`), the short spin otherwise. The load is what
+the CPUs do in the quarter second before the start, not the 1-minute load average: that one still counts
+work that has just ended (``make train``'s pip install, a test run), and a 60-minute run started after it
+waited passively on an idle machine, 10-13% slower than with the short spin (README, *On a shared
+machine*). libgomp reads these once, when torch is imported, so the console scripts call it first thing;
+a value the user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is left alone.
 
 **malloc.** glibc serves every allocation over 32 MiB with a fresh ``mmap`` and unmaps it on free, so
 each training step page-faults its (N, V) logits, log-probs and their gradients in again: on this
@@ -28,16 +31,18 @@ import ctypes
 import logging
 import os
 import platform
+import time
 from collections.abc import MutableMapping
 
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # glibc's mallopt() parameters (malloc.h)
-BUSY_LOAD = 0.75  # 1-minute load average from which the machine counts as busy (one busy process gives ~1)
+BUSY_LOAD = 0.75  # busy cores (other processes) from which the machine counts as busy (one busy process gives ~1)
 WHEN_BUSY = {"OMP_WAIT_POLICY": "PASSIVE"}  # waiting threads sleep at once (see the module docstring)
 WHEN_IDLE = {"GOMP_SPINCOUNT": "1000"}  # a short spin: full speed alone, a milder collapse if load comes later
 OPENMP_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")  # logged at start
 _set_by_us: set[str] = set()
+_busy_at_start: list[float] = []  # what openmp_defaults() measured in this process, for the log
 
 
 def openmp_defaults(environ: MutableMapping[str, str] | None = None, load: float | None = None) -> list[str]:
@@ -48,12 +53,39 @@ def openmp_defaults(environ: MutableMapping[str, str] | None = None, load: float
     if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
         return []
     if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        load = busy_cores()
+        if environ is None:
+            _busy_at_start.append(load)
     chosen = WHEN_BUSY if load >= BUSY_LOAD else WHEN_IDLE
     env.update(chosen)
     if environ is None:
         _set_by_us.update(chosen)
     return list(chosen)
+
+
+def busy_fraction(before: str, after: str) -> float:
+    """The share of CPU time spent busy between two readings of /proc/stat's first line
+    (``cpu user nice system idle iowait irq softirq steal ...``); idle and iowait count as idle."""
+    t0, t1 = ([int(x) for x in line.split()[1:9]] for line in (before, after))
+    total = sum(t1) - sum(t0)
+    idle = (t1[3] + t1[4]) - (t0[3] + t0[4])
+    return max(0.0, min(1.0, (total - idle) / total)) if total > 0 else 0.0
+
+
+def busy_cores(interval: float = 0.25, stat: str = "/proc/stat") -> float:
+    """How many cores other processes keep busy now: the machine's busy share over ``interval`` seconds,
+    while this process sleeps, times the CPUs /proc/stat lists. Without /proc/stat (macOS, Windows): the
+    1-minute load average, or 0."""
+    try:
+        with open(stat, encoding="ascii") as f:
+            lines = f.read().splitlines()
+        time.sleep(interval)
+        with open(stat, encoding="ascii") as f:
+            after = f.readline()
+        cpus = sum(1 for line in lines if line[:3] == "cpu" and line[3:4].isdigit())  # cpu0, cpu1, ...
+        return busy_fraction(lines[0], after) * max(1, cpus)
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
 def describe_openmp(environ: MutableMapping[str, str] | None = None) -> str:
@@ -78,9 +110,10 @@ def setup(threads: int | None = None) -> int:
     count = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    log.info("CPU: %d torch thread%s (%s), %d core%s, load average %.1f; OpenMP: %s", count,
+    busy = f", {_busy_at_start[0]:.1f} cores busy before the start" if _busy_at_start else ""
+    log.info("CPU: %d torch thread%s (%s), %d core%s, load average %.1f%s; OpenMP: %s", count,
              "" if count == 1 else "s", "threads=" if threads else "torch's default", cores,
-             "" if cores == 1 else "s", load, describe_openmp())
+             "" if cores == 1 else "s", load, busy, describe_openmp())
     return count
 
 

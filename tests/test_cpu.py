@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,29 @@ def test_waiting_by_the_load_unless_the_user_chose() -> None:
     for users in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}):
         env = dict(users)
         assert cpu.openmp_defaults(env, load=3.0) == [] and env == users
+
+
+def test_busy_fraction_reads_proc_stat_lines() -> None:
+    before = "cpu  100 0 50 800 50 0 0 0 0 0"
+    after = "cpu  250 0 100 1000 50 0 0 0 0 0"  # 200 busy and 200 idle jiffies since
+    assert cpu.busy_fraction(before, after) == pytest.approx(0.5)
+    assert cpu.busy_fraction(before, before) == 0.0
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux's /proc/stat")
+def test_busy_cores_sees_a_busy_process_now(tmp_path: Path) -> None:
+    """The decision follows what the CPUs do now: a spinning process counts as about one busy core, and a
+    /proc/stat that cannot be read falls back to the load average instead of failing the start."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert cpu.busy_cores(0.5) >= 0.6
+        env: dict[str, str] = {}
+        assert cpu.openmp_defaults(env) == ["OMP_WAIT_POLICY"]
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert cpu.busy_cores(0.01, stat=str(tmp_path / "missing")) >= 0.0
 
 
 def test_the_console_scripts_import_no_torch_before_setting_it() -> None:
