@@ -85,7 +85,12 @@ def busy_cores(interval: float = 0.25, stat: str = "/proc/stat") -> float:
         cpus = sum(1 for line in lines if line[:3] == "cpu" and line[3:4].isdigit())  # cpu0, cpu1, ...
         return busy_fraction(lines[0], after) * max(1, cpus)
     except (OSError, ValueError, IndexError):
-        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return load_average(0.0)
+
+
+def load_average(missing: float) -> float:
+    """The 1-minute load average, or ``missing`` where the platform has none (Windows)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else missing
 
 
 def describe_openmp(environ: MutableMapping[str, str] | None = None) -> str:
@@ -109,7 +114,7 @@ def setup(threads: int | None = None) -> int:
     keep_freed_memory()
     count = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average(float("nan"))
     busy = f", {_busy_at_start[0]:.1f} cores busy before the start" if _busy_at_start else ""
     log.info("CPU: %d torch thread%s (%s), %d core%s, load average %.1f%s; OpenMP: %s", count,
              "" if count == 1 else "s", "threads=" if threads else "torch's default", cores,

@@ -177,7 +177,6 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
     p-values over the seeds both have, and the figures."""
     ca = _compare_attention()
     data = fake_test_set(tmp_path)
-    refs = REFS
     run = partial(fake_run, data)
     out = tmp_path / "study"
     (out / "runs").mkdir(parents=True)
@@ -201,7 +200,7 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
     # per seed: seed 1 against seed 1, seed 3 against seed 3; pooled: both seeds concatenated, references twice
     dot = [c for c in calls if c[1][0][-1] in ("s1", "s3") and c[0][-1] in ("s1", "s3")]
     assert [(c[0][-1], c[1][0][-1], len(c[2])) for c in dot] == [("s1", "s1", 3), ("s3", "s3", 3), ("s3", "s3", 6)]
-    assert dot[2][0] == refs[:2] + ["s1"] + refs[:2] + ["s3"] and dot[2][2] == refs * 2
+    assert dot[2][0] == REFS[:2] + ["s1"] + REFS[:2] + ["s3"] and dot[2][2] == REFS * 2
     assert rows["luong_dot"]["p_vs_bahdanau"] == [0.5 / 3, 0.5 / 3]
     assert rows["luong_dot"]["p_vs_bahdanau_pooled"] == 0.5 / 6
     table = (out / "results.md").read_text()
@@ -249,7 +248,6 @@ def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:
     outdated = r"lacks best_epoch, train_tokens .*--summarize runs/attention_study/bahdanau_s1"
     with pytest.raises(SystemExit, match=outdated):
         ca.finished_run(old)
-
 
 
 def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
