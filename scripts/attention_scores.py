@@ -6,7 +6,7 @@
 Every checkpoint translates the first ``--sentences`` lines of ``--src`` (default: its corpus's validation
 split) greedily, one sentence at a time (so no padding enters a row), while the attention's score function
 is watched. Printed per checkpoint: the mean per-row standard deviation of the scores, the mean gap between
-the top score and the next (seq2seq.study.score_spread; a gap g weighs the top position e^g times the
+the top score and the next (seq2seq.report.study.score_spread; a gap g weighs the top position e^g times the
 runner-up), the attention's mean entropy in nats, and for Luong's general score the spectral norm of its
 bilinear matrix W_a.
 """
@@ -21,21 +21,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from seq2seq.attention import GeneralAttention
 from seq2seq.config import DataConfig
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
+from seq2seq.nn.attention import GeneralAttention
 
 
 def source_sentences(data: DataConfig, src: str | None, count: int) -> list[str]:
     """The first ``count`` lines of ``src``, or of the corpus's validation split."""
-    from seq2seq.data import corpus_path, read_lines
+    from seq2seq.data.corpus import corpus_path, read_lines
 
     return read_lines(Path(src) if src else corpus_path(data.dir, data.valid_split, data.src_lang))[:count]
 
 
 def measure(translator: Translator, checkpoint: str, sentences: list[str]) -> str:
     """One line about the attention scores of ``translator`` (loaded from ``checkpoint``) on ``sentences``."""
-    from seq2seq.study import attention_entropy, score_spread
+    from seq2seq.report.study import attention_entropy, score_spread
 
     name = translator.config.model.attention
     attention = translator.model.decoder.attention

@@ -71,8 +71,8 @@ def forward_flops(m: ModelConfig, v: int, b: int, s: int, t: int) -> float:
 
 
 def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
-    from seq2seq.data import BatchPlan, load_corpus
-    from seq2seq.trainer import Trainer
+    from seq2seq.data.corpus import BatchPlan, load_corpus
+    from seq2seq.training.trainer import Trainer
 
     cpu.setup(cfg.threads or 2)
     corpus = load_corpus(cfg.data)
@@ -99,17 +99,17 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
 
 def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, queue: mp.Queue) -> None:
     from seq2seq.checkpoint import load_model
-    from seq2seq.data import read_parallel
-    from seq2seq.decoding import detokenize, translate_ids
-    from seq2seq.evaluate import score
+    from seq2seq.data.corpus import read_parallel
+    from seq2seq.inference.decoding import detokenize, translate_ids
+    from seq2seq.inference.evaluate import score
 
     cpu.setup(cfg.threads or 2)
     if checkpoint:
         model, tok, ckpt_cfg = load_model(checkpoint)
         data = ckpt_cfg.data
     else:
-        from seq2seq.data import load_corpus
-        from seq2seq.model import Seq2Seq
+        from seq2seq.data.corpus import load_corpus
+        from seq2seq.nn.model import Seq2Seq
 
         tok = load_corpus(cfg.data).tokenizer
         model, data = Seq2Seq(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).eval(), cfg.data

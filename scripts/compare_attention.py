@@ -72,10 +72,10 @@ def train(name: str, seed: int, runs: Path, extra: list[str]) -> Path:
 def summarize(run: Path, out_json: Path) -> None:
     """Everything the report needs from one finished run, into ``out_json`` (runs in its own process)."""
     from seq2seq import cpu
-    from seq2seq.data import read_parallel
-    from seq2seq.evaluate import score
-    from seq2seq.study import attention_entropy, diagonal_mass
-    from seq2seq.translator import Translator
+    from seq2seq.data.corpus import read_parallel
+    from seq2seq.inference.evaluate import score
+    from seq2seq.inference.translator import Translator
+    from seq2seq.report.study import attention_entropy, diagonal_mass
 
     cpu.setup(1)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -203,8 +203,8 @@ def finished_run(path: Path) -> dict:
 
 def report(out: Path, seeds: list[int]) -> list[dict]:
     """Aggregate the finished runs into results.json / results.md and the figures."""
-    from seq2seq.data import read_parallel
-    from seq2seq.study import bleu_by_length, paired_bootstrap
+    from seq2seq.data.corpus import read_parallel
+    from seq2seq.report.study import bleu_by_length, paired_bootstrap
 
     done = {(n, s): finished_run(out / "runs" / f"{n}_s{s}.json") for n in VARIANTS for s in seeds
             if (out / "runs" / f"{n}_s{s}.json").exists()}
@@ -254,7 +254,7 @@ def pooled_bootstrap(baseline: list[list[str]], system: list[list[str]], ref: li
     2's, ...), against the references repeated as often, so that it tests the seeds' outputs together rather
     than one pair at a time. It resamples sentences, not seeds: the p-value is conditional on these runs and
     says nothing of how another seed would do; the seeds' standard deviation is the measure of that."""
-    from seq2seq.study import paired_bootstrap
+    from seq2seq.report.study import paired_bootstrap
 
     joined = [sum(baseline, []), sum(system, [])]
     return paired_bootstrap(("bahdanau", joined[0]), [("variant", joined[1])], ref * len(system))["variant"]

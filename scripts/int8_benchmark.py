@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from seq2seq.config import DecodeConfig
-from seq2seq.data import corpus_path, read_lines
-from seq2seq.evaluate import score
-from seq2seq.translator import Translator
+from seq2seq.data.corpus import corpus_path, read_lines
+from seq2seq.inference.evaluate import score
+from seq2seq.inference.translator import Translator
 
 
 def load() -> str:

@@ -35,14 +35,14 @@ import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
-EVALUATE = "from seq2seq.cli import evaluate; evaluate()"
-SERVE = "from seq2seq.cli import serve; serve()"
+EVALUATE = "from seq2seq.cli.main import evaluate; evaluate()"
+SERVE = "from seq2seq.cli.main import serve; serve()"
 
 
 def test_sentences(checkpoint: str, src: str | None, count: int) -> list[str]:
     """The first ``count`` lines of ``src``, or of the checkpoint corpus's test split."""
     from seq2seq.checkpoint import checkpoint_config, load_checkpoint
-    from seq2seq.data import corpus_path, read_lines
+    from seq2seq.data.corpus import corpus_path, read_lines
 
     if src is None:
         data = checkpoint_config(load_checkpoint(checkpoint), checkpoint).data
@@ -68,7 +68,7 @@ def offline(args: argparse.Namespace, sentences: list[str], tmp: Path,
 
 def in_flight_batch_tokens(lengths: list[int], in_flight: int) -> int:
     """decode.batch_tokens for batches of about ``in_flight`` sentences of these subword lengths (each
-    counted with its EOS, as seq2seq.decoding.length_batches counts them)."""
+    counted with its EOS, as seq2seq.inference.decoding.length_batches counts them)."""
     return max(1, round(in_flight * sum(n + 1 for n in lengths) / max(1, len(lengths))))
 
 

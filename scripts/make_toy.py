@@ -2,7 +2,7 @@
 
 import argparse
 
-from seq2seq.toy import generate
+from seq2seq.data.toy import generate
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("task", choices=["reverse", "copy"])

@@ -11,7 +11,7 @@ __all__ = ["Translator", "__version__"]
 
 def __getattr__(name: str):  # lazy: `import seq2seq` stays cheap (no torch) until Translator is used
     if name == "Translator":
-        from seq2seq.translator import Translator
+        from seq2seq.inference.translator import Translator
 
         return Translator
     raise AttributeError(f"module 'seq2seq' has no attribute {name!r}")

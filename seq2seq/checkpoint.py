@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from seq2seq import distributed
 from seq2seq.config import Config, to_dataclass, to_dict
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
-from seq2seq.model import Seq2Seq
-from seq2seq.progress import Clock, Progress, seed_everything
+from seq2seq.nn.model import Seq2Seq
+from seq2seq.training import distributed
+from seq2seq.training.progress import Clock, Progress, seed_everything
 
 if TYPE_CHECKING:
-    from seq2seq.step import Parts
-    from seq2seq.tokenizer import Tokenizer
+    from seq2seq.data.tokenizer import Tokenizer
+    from seq2seq.training.step import Parts
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def checkpoint_config(payload: dict[str, Any], path: str | Path = "checkpoint") 
 
 
 def tokenizer_from(payload: dict[str, Any]) -> Tokenizer:
-    from seq2seq.tokenizer import Tokenizer
+    from seq2seq.data.tokenizer import Tokenizer
 
     tok = payload["tokenizer"]
     return Tokenizer(bytes(tok["src"]), None if tok["tgt"] is None else bytes(tok["tgt"]))

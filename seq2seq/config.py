@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seq2seq.errors import ConfigError
-from seq2seq.variants import output_size, size_problem, variant
+from seq2seq.registry import output_size, size_problem, variant
 
 CELLS = ("gru", "lstm")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -105,7 +105,7 @@ class ModelConfig:
             check_positive(f"model.{name}", getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        spec = variant(self.attention)  # the registry (seq2seq/variants.py) decides which attentions exist
+        spec = variant(self.attention)  # the registry (seq2seq/registry.py) decides which attentions exist
         problem = size_problem(self.attention, self.dec_hidden, self.memory_size, self.attention_size,
                                self.attention_heads)
         if problem:
@@ -172,7 +172,7 @@ class TrainConfig:
     accumulate: int = 1  # batches per optimizer step (per process): effective batch = batch x world x accumulate
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 only on CUDA, with a gradient scaler)
     keep_checkpoints: int | None = None  # keep the newest N validation checkpoints as ckpt.step{N}.pt (weights only)
-    average_at_end: bool = False  # when training ends, average the kept checkpoints into avg.pt (seq2seq/average.py)
+    average_at_end: bool = False  # when training ends, average the kept checkpoints into avg.pt
 
     def __post_init__(self) -> None:
         check_choice("train.precision", self.precision, PRECISIONS)
@@ -238,8 +238,8 @@ def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (``train_schema`` is the first default of train.yaml)."""
     from hydra.core.config_store import ConfigStore
 
-    from seq2seq.commands import AverageConfig, EvaluateConfig, ScoreConfig, ServeConfig, TranslateConfig
-    from seq2seq.sweep import register_resolver
+    from seq2seq.cli.schemas import AverageConfig, EvaluateConfig, ScoreConfig, ServeConfig, TranslateConfig
+    from seq2seq.cli.sweep import register_resolver
 
     register_resolver()  # ${seq2seq_dirname:...} in train.yaml's hydra.sweep.subdir
     cs = ConfigStore.instance()
@@ -280,7 +280,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> C
     register_configs()
     with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
-    from seq2seq.keys import check_keys
+    from seq2seq.cli.keys import check_keys
 
     check_keys(cfg, Config)
     return to_dataclass(cfg, Config)

@@ -14,11 +14,11 @@ cpu.openmp_defaults()  # as the console scripts do, before torch starts OpenMP: 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from seq2seq import distributed  # noqa: E402
 from seq2seq.config import Config, compose  # noqa: E402
-from seq2seq.data import Batch, load_corpus  # noqa: E402
-from seq2seq.trainer import Trainer  # noqa: E402
-from seq2seq.translator import Translator  # noqa: E402
+from seq2seq.data.corpus import Batch, load_corpus  # noqa: E402
+from seq2seq.inference.translator import Translator  # noqa: E402
+from seq2seq.training import distributed  # noqa: E402
+from seq2seq.training.trainer import Trainer  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("SEQ2SEQ_TEST_THREADS", "2")))  # fixed, for reproducible numbers
 
@@ -87,7 +87,7 @@ def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 
 # ---- the translate command -----------------------------------------------------------------------------
 
-TRANSLATE = "from seq2seq.cli import translate; translate()"
+TRANSLATE = "from seq2seq.cli.main import translate; translate()"
 LONG = " ".join("abcdefghij"[i % 10] for i in range(3000))  # far beyond data.max_len = 30 subwords
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.attention import build_attention
 from seq2seq.errors import ConfigError
-from seq2seq.variants import ATTENTIONS, variant
+from seq2seq.nn.attention import build_attention
+from seq2seq.registry import ATTENTIONS, variant
 
 B, S, HQ, HM, A = 3, 9, 16, 16, 12
 LENGTHS = torch.tensor([9, 5, 1])
@@ -146,7 +146,7 @@ def test_heads_must_divide_the_attention_size() -> None:
 
 
 def test_the_registry_names_a_score_class_for_every_attention_but_none() -> None:
-    from seq2seq.attention import SCORES
+    from seq2seq.nn.attention import SCORES
 
     assert {v.score for v in ATTENTIONS.values()} - {None} == set(SCORES)
     assert ATTENTIONS["none"].score is None

@@ -11,12 +11,12 @@ import pytest
 import torch
 from conftest import toy_config, train_toy
 
-from seq2seq.average import average_checkpoints, write_average
 from seq2seq.checkpoint import check_resumable, kept_checkpoints, load_checkpoint, load_model, save_checkpoint
 from seq2seq.errors import CheckpointError, ConfigError
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
+from seq2seq.training.average import average_checkpoints, write_average
 
-AVERAGE = "from seq2seq.cli import average; average()"
+AVERAGE = "from seq2seq.cli.main import average; average()"
 
 
 def shifted(payload: dict, by: float) -> dict:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.batcher import Batcher
 from seq2seq.config import DecodeConfig
-from seq2seq.translator import SourceTooLong, Translator
+from seq2seq.inference.translator import SourceTooLong, Translator
+from seq2seq.serving.batcher import Batcher
 
 
 class Spy:

@@ -15,10 +15,10 @@ import torch
 from conftest import toy_config, train_toy
 
 from seq2seq.checkpoint import check_resumable, load_checkpoint, load_model, save_checkpoint
-from seq2seq.data import load_corpus
+from seq2seq.data.corpus import load_corpus
 from seq2seq.errors import CheckpointError, ConfigError
-from seq2seq.step import Step
-from seq2seq.trainer import Trainer
+from seq2seq.training.step import Step
+from seq2seq.training.trainer import Trainer
 
 
 def test_roundtrip(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ VICTIM = """
 import sys, time
 from pathlib import Path
 from seq2seq.checkpoint import RunCheckpoints
-from seq2seq.cli import train
+from seq2seq.cli.main import train
 
 marker, kill_at = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
 save = RunCheckpoints.save

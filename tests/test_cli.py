@@ -1,4 +1,4 @@
-"""The console scripts (seq2seq/cli.py), run as subprocesses as a user runs them: seq2seq-train,
+"""The console scripts (seq2seq/cli/main.py), run as subprocesses as a user runs them: seq2seq-train,
 seq2seq-evaluate, seq2seq-translate; signals, failed starts, typos, sweeps, outputs."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from seq2seq.checkpoint import checkpoint_config, load_checkpoint
 from seq2seq.config import (
     Config,
 )
-from seq2seq.translator import Translator
+from seq2seq.inference.translator import Translator
 
 
 def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already holds a run" in again.stderr and "resume=true" in again.stderr
 
 
-EVALUATE = "from seq2seq.cli import evaluate; evaluate()"
+EVALUATE = "from seq2seq.cli.main import evaluate; evaluate()"
 
 
 def run_evaluate(*overrides: str) -> subprocess.CompletedProcess[str]:

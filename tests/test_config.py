@@ -11,10 +11,10 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seq2seq.commands import EvaluateConfig, TranslateConfig
+from seq2seq.cli.schemas import EvaluateConfig, TranslateConfig
 from seq2seq.config import DataConfig, DecodeConfig, ModelConfig, OptimConfig, compose, register_configs, to_dataclass
 from seq2seq.errors import ConfigError
-from seq2seq.model import Seq2Seq
+from seq2seq.nn.model import Seq2Seq
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -49,7 +49,8 @@ def test_busy_cores_sees_a_busy_process_now(tmp_path: Path) -> None:
 
 def test_the_console_scripts_import_no_torch_before_setting_it() -> None:
     """libgomp reads OMP_WAIT_POLICY once, when torch loads it: setting it later does nothing."""
-    code = "import sys, seq2seq.cli, seq2seq.cpu, seq2seq.keys, seq2seq.sweep; print('torch' in sys.modules)"
+    code = ("import sys, seq2seq.cli.main, seq2seq.cpu, seq2seq.cli.keys, seq2seq.cli.sweep; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
 

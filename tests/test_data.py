@@ -1,4 +1,4 @@
-"""Reading parallel files, filtering, batching, subword sampling (seq2seq/data.py); fuzzed with hypothesis."""
+"""Reading parallel files, filtering, batching, subword sampling (seq2seq/data/corpus.py); fuzzed with hypothesis."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import toy_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seq2seq.data import Example, filter_pairs, make_batches, padding_fraction, read_parallel
+from seq2seq.data.corpus import Example, filter_pairs, make_batches, padding_fraction, read_parallel
 from seq2seq.errors import DataError
 
 
@@ -110,7 +110,7 @@ def test_shuffling_is_seeded_and_differs_between_epochs() -> None:
 
 
 def test_subword_sampling_resegments_every_epoch_reproducibly(tmp_path: Path) -> None:
-    from seq2seq.data import BatchPlan, load_corpus
+    from seq2seq.data.corpus import BatchPlan, load_corpus
 
     cfg = toy_config(tmp_path, "data.sampling_alpha=0.1")
     corpus = load_corpus(cfg.data)

@@ -1,4 +1,4 @@
-"""Decoder details (seq2seq/decoder.py); the decoder's properties under every attention are in test_model.py."""
+"""Decoder details (seq2seq/nn/decoder.py); the decoder's properties under every attention are in test_model.py."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from seq2seq.config import ModelConfig
-from seq2seq.decoder import DecoderState
-from seq2seq.model import Seq2Seq
-from seq2seq.variants import ATTENTIONS
+from seq2seq.nn.decoder import DecoderState
+from seq2seq.nn.model import Seq2Seq
+from seq2seq.registry import ATTENTIONS
 
 SV, TV = 30, 40
 

@@ -1,4 +1,5 @@
-"""The one decoding layer (seq2seq/decoding.py): length-sorted token batches in, n-best lists out in input order."""
+"""The one decoding layer (seq2seq/inference/decoding.py): length-sorted token batches in, n-best lists out in
+input order."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seq2seq.config import DecodeConfig, ModelConfig
-from seq2seq.decoding import detokenize, length_batches, one_line, translate_ids
-from seq2seq.model import Seq2Seq
-from seq2seq.vocab import BOS, PAD
+from seq2seq.inference.decoding import detokenize, length_batches, one_line, translate_ids
+from seq2seq.nn.model import Seq2Seq
+from seq2seq.nn.special import BOS, PAD
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)

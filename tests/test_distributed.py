@@ -1,4 +1,4 @@
-"""Several training processes (seq2seq/distributed.py): DDP over gloo, shards, torchrun.
+"""Several training processes (seq2seq/training/distributed.py): DDP over gloo, shards, torchrun.
 
 Equivalences are checked on weights after a few optimizer steps with dropout off. They hold up to float
 summation order."""
@@ -17,8 +17,8 @@ import torch
 import torch.multiprocessing as mp
 from conftest import ATOL, assert_close_weights, step_batches, toy_trainer, train_step
 
-from seq2seq import distributed
 from seq2seq.checkpoint import load_checkpoint
+from seq2seq.training import distributed
 
 
 def free_port() -> int:

@@ -11,12 +11,12 @@ import torch
 
 from seq2seq.checkpoint import load_checkpoint, load_model, save_checkpoint
 from seq2seq.config import DecodeConfig, compose, to_dict
-from seq2seq.decoding import translate_ids
-from seq2seq.ensemble import Ensemble
+from seq2seq.data.tokenizer import Tokenizer, build_tokenizer
 from seq2seq.errors import CheckpointError
-from seq2seq.model import Seq2Seq
-from seq2seq.tokenizer import Tokenizer, build_tokenizer
-from seq2seq.translator import Translator
+from seq2seq.inference.decoding import translate_ids
+from seq2seq.inference.ensemble import Ensemble
+from seq2seq.inference.translator import Translator
+from seq2seq.nn.model import Seq2Seq
 
 BEAM = DecodeConfig(beam_size=4, nbest=4)
 GREEDY = DecodeConfig(beam_size=1, alpha=0.0)

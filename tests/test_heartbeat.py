@@ -6,13 +6,13 @@ import logging
 
 import pytest
 
-from seq2seq.heartbeat import Heartbeat
+from seq2seq.training.heartbeat import Heartbeat
 
 
 def test_beats_every_interval_with_speed_and_eta(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     beat = Heartbeat(30, enabled=True, clock=lambda: now[0])
-    with caplog.at_level(logging.INFO, logger="seq2seq.heartbeat"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.training.heartbeat"):
         assert not beat.beat(5, 1, 1000.0, 0.1)
         now[0] = 30.0
         assert beat.beat(50, 1, 1234.0, 0.25)  # 30 s for a quarter: 90 s left

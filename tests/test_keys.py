@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from conftest import toy_config
 
-from seq2seq.commands import EvaluateConfig, TranslateConfig
+from seq2seq.cli.keys import check_keys, check_overrides, schema_keys
+from seq2seq.cli.schemas import EvaluateConfig, TranslateConfig
 from seq2seq.config import Config
 from seq2seq.errors import ConfigError
-from seq2seq.keys import check_keys, check_overrides, schema_keys
 
 GROUPS = ("data", "model", "model/attention", "optim", "decode", "experiment")
 

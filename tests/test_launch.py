@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from seq2seq.cli.launch import Terminated, remove_failed_start, resume_path, sigterm_as_interrupt
 from seq2seq.errors import ConfigError
-from seq2seq.launch import Terminated, remove_failed_start, resume_path, sigterm_as_interrupt
 
 
 def test_resume_true_without_a_directory_points_to_the_latest_run(tmp_path: Path) -> None:

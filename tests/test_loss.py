@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.loss import token_loss
-from seq2seq.vocab import PAD
+from seq2seq.nn.loss import token_loss
+from seq2seq.nn.special import PAD
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])

@@ -1,4 +1,4 @@
-"""What a run records (seq2seq/metrics.py)."""
+"""What a run records (seq2seq/training/metrics.py)."""
 
 from __future__ import annotations
 

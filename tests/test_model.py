@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from seq2seq.config import ModelConfig
-from seq2seq.model import Seq2Seq
-from seq2seq.variants import ATTENTIONS
+from seq2seq.nn.model import Seq2Seq
+from seq2seq.registry import ATTENTIONS
 
 SV, TV = 30, 40
 
@@ -94,12 +94,12 @@ def test_tied_embeddings_share_storage() -> None:
 
 
 def test_the_network_and_search_import_no_tokenizer() -> None:
-    """The special ids live in seq2seq/vocab.py: the network, search and decoding need no sentencepiece."""
+    """The special ids live in seq2seq/nn/special.py: the network, search and decoding need no sentencepiece."""
     import subprocess
     import sys
 
-    code = ("import sys, seq2seq.model, seq2seq.search, seq2seq.decoding; "
-            "print(sorted(m for m in sys.modules if m in ('sentencepiece', 'seq2seq.tokenizer')))")
+    code = ("import sys, seq2seq.nn.model, seq2seq.inference.search, seq2seq.inference.decoding; "
+            "print(sorted(m for m in sys.modules if m in ('sentencepiece', 'seq2seq.data.tokenizer')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Attention as a text table and as a picture (seq2seq/plot.py)."""
+"""Attention as a text table and as a picture (seq2seq/report/plot.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.plot import format_attention, save_heatmap
+from seq2seq.report.plot import format_attention, save_heatmap
 
 
 def test_format_attention_table() -> None:

@@ -1,4 +1,4 @@
-"""Where a run is (seq2seq/progress.py): the budget used and the cosine rate."""
+"""Where a run is (seq2seq/training/progress.py): the budget used and the cosine rate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 def test_the_first_budget_to_run_out_sets_how_much_is_used() -> None:
     from seq2seq.config import TrainConfig
-    from seq2seq.progress import Progress, budget_used
+    from seq2seq.training.progress import Progress, budget_used
 
     t = TrainConfig(max_epochs=4, max_steps=100, max_minutes=10)
     assert budget_used(t, Progress(), 10, 0.0) == 0.0
@@ -19,7 +19,7 @@ def test_the_first_budget_to_run_out_sets_how_much_is_used() -> None:
 
 
 def test_cosine_rate_falls_from_peak_to_floor() -> None:
-    from seq2seq.progress import cosine_rate
+    from seq2seq.training.progress import cosine_rate
 
     assert cosine_rate(0.01, 0.001, 0.0) == pytest.approx(0.01)
     assert cosine_rate(0.01, 0.001, 0.5) == pytest.approx(0.0055)

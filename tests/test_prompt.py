@@ -1,10 +1,10 @@
-"""seq2seq-translate's input and output (seq2seq/prompt.py); the piped command itself is tested in test_cli.py."""
+"""seq2seq-translate's input and output (seq2seq/cli/prompt.py); the piped command itself is tested in test_cli.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from seq2seq import prompt
+from seq2seq.cli import prompt
 
 
 def test_ctrl_c_at_the_prompt_clears_the_line(monkeypatch: pytest.MonkeyPatch,

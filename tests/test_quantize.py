@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.ao.nn.quantized import dynamic
 
-from seq2seq.commands import EvaluateConfig
+from seq2seq.cli.schemas import EvaluateConfig
 from seq2seq.errors import ConfigError
-from seq2seq.evaluate import score
-from seq2seq.quantize import quantize
-from seq2seq.translator import Translator
+from seq2seq.inference.evaluate import score
+from seq2seq.inference.quantize import quantize
+from seq2seq.inference.translator import Translator
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from seq2seq.config import DecodeConfig
-from seq2seq.decoding import translate_ids
-from seq2seq.ensemble import Ensemble
-from seq2seq.score import force_decode, score_pairs
-from seq2seq.translator import Translator
+from seq2seq.inference.decoding import translate_ids
+from seq2seq.inference.ensemble import Ensemble
+from seq2seq.inference.forced import force_decode, score_pairs
+from seq2seq.inference.translator import Translator
 
-SCORE = "from seq2seq.cli import score; score()"
+SCORE = "from seq2seq.cli.main import score; score()"
 BEAM = DecodeConfig(beam_size=5, alpha=0.0, nbest=5)  # unpenalised: the score is the log-prob sum
 
 

@@ -26,7 +26,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from test_serve import Server  # noqa: E402
 
-from seq2seq.translator import Translator  # noqa: E402
+from seq2seq.inference.translator import Translator  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Building and one optimizer step (seq2seq/step.py): accumulation, bf16, non-finite steps, out of memory."""
+"""Building and one optimizer step (seq2seq/training/step.py): accumulation, bf16, non-finite steps, out of memory."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import assert_close_weights, step_batches, toy_config, toy_trainer, train_step
 
-from seq2seq.data import Batch, load_corpus
+from seq2seq.data.corpus import Batch, load_corpus
 from seq2seq.errors import ConfigError
-from seq2seq.trainer import Trainer
+from seq2seq.training.trainer import Trainer
 
 
 def test_accumulating_two_batches_equals_one_step_on_their_concatenation(tmp_path: Path) -> None:
@@ -54,8 +54,8 @@ def test_single_process_trainer_moves_batches_to_its_device(tmp_path: Path) -> N
 
 
 def test_non_finite_losses_are_skipped_then_stop_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import seq2seq.step as step_module
-    from seq2seq.trainer import TrainingStopped
+    import seq2seq.training.step as step_module
+    from seq2seq.training.trainer import TrainingStopped
 
     cfg = toy_config(tmp_path, "train.max_bad_steps=3", "train.save_every_steps=4")
     run_dir = tmp_path / "run"
@@ -78,7 +78,7 @@ def test_non_finite_losses_are_skipped_then_stop_training(tmp_path: Path, monkey
 
 
 def test_out_of_memory_names_the_batch_and_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from seq2seq.trainer import TrainingStopped
+    from seq2seq.training.trainer import TrainingStopped
 
     cfg = toy_config(tmp_path)
     trainer = Trainer(cfg, load_corpus(cfg.data), tmp_path)

@@ -1,4 +1,4 @@
-"""The attention study's measures (seq2seq/study.py) on hand-made inputs, and its script on the toy model."""
+"""The attention study's measures (seq2seq/report/study.py) on hand-made inputs, and its script on the toy model."""
 
 from __future__ import annotations
 
@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq import study
-from seq2seq.study import attention_entropy, bleu_by_length, bucket_labels, diagonal_mass, length_bucket, score_spread
+from seq2seq.report import study
+from seq2seq.report.study import (
+    attention_entropy,
+    bleu_by_length,
+    bucket_labels,
+    diagonal_mass,
+    length_bucket,
+    score_spread,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,9 +197,9 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
         return {systems[0][0]: 0.5 / len(references)}
 
     monkeypatch.setattr(ca, "paired_bootstrap", fake_bootstrap, raising=False)
-    import seq2seq.study
+    import seq2seq.report.study
 
-    monkeypatch.setattr(seq2seq.study, "paired_bootstrap", fake_bootstrap)
+    monkeypatch.setattr(seq2seq.report.study, "paired_bootstrap", fake_bootstrap)
     rows = {r["variant"]: r for r in ca.report(out, [1, 2, 3])}
     assert list(rows) == ["bahdanau", "luong_dot", "none"]
     assert rows["bahdanau"]["valid_bleu"] == [30.0, 32.0, 34.0] and rows["bahdanau"]["p_seeds"] == []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq import sweep
+from seq2seq.cli import sweep
 
 
 def fake_job(sweep_dir: Path, overrides: list[str], bleus: list[float]) -> None:

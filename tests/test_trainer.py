@@ -1,4 +1,4 @@
-"""The training loop (seq2seq/trainer.py): the toy task is learned, limits, schedules, the clock."""
+"""The training loop (seq2seq/training/trainer.py): the toy task is learned, limits, schedules, the clock."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import toy_trainer, train_toy
 
-from seq2seq.attention import Attention
 from seq2seq.config import DecodeConfig
-from seq2seq.data import read_parallel
-from seq2seq.trainer import Trainer
-from seq2seq.translator import Translator
+from seq2seq.data.corpus import read_parallel
+from seq2seq.inference.translator import Translator
+from seq2seq.nn.attention import Attention
+from seq2seq.training.trainer import Trainer
 
 
 def metrics(run_dir: Path, key: str) -> list:
@@ -25,7 +25,7 @@ def metrics(run_dir: Path, key: str) -> list:
 @pytest.fixture
 def fake_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[float]:
     """The trainer's clock moves one second at every call; next(fake_clock) is the number of calls so far."""
-    import seq2seq.trainer as trainer_module
+    import seq2seq.training.trainer as trainer_module
 
     clock = iter(float(i) for i in range(10**6))
     monkeypatch.setattr(trainer_module.time, "monotonic", lambda: next(clock))
@@ -76,7 +76,7 @@ def test_max_steps_validates_and_saves_and_is_reproducible(tmp_path: Path) -> No
 
 
 def test_trained_cosine_rates_follow_the_steps(tmp_path: Path) -> None:
-    from seq2seq.progress import cosine_rate
+    from seq2seq.training.progress import cosine_rate
 
     _, run_dir = train_toy(tmp_path, "optim.schedule=cosine", "train.max_steps=12", "train.valid_every_steps=4",
                            "optim.min_lr=0.0001")
@@ -97,7 +97,7 @@ def test_cosine_rates_follow_the_clock_under_a_time_budget(tmp_path: Path, fake_
 
 
 def test_plateau_rates_drop_only_when_bleu_stalls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from seq2seq.trainer import Trainer
+    from seq2seq.training.trainer import Trainer
 
     measure = Trainer.measure
 

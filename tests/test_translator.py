@@ -1,4 +1,4 @@
-"""The Translator API (seq2seq/translator.py) on the small toy reverse model."""
+"""The Translator API (seq2seq/inference/translator.py) on the small toy reverse model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seq2seq.errors import ConfigError, Seq2SeqError
-from seq2seq.translator import SourceTooLong, Translator
+from seq2seq.inference.translator import SourceTooLong, Translator
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EVALUATE = "from seq2seq.cli import evaluate; evaluate()"
+EVALUATE = "from seq2seq.cli.main import evaluate; evaluate()"
 
 
 def test_best_validation_bleu_equals_evaluate_on_the_validation_split(toy_run: Path, tmp_path: Path) -> None:

@@ -1,0 +1,234 @@
+"""seq2seq-serve's HTTP app (FastAPI): POST /translate, GET /health, GET /info, and the page at /.
+
+Requests are checked by pydantic against the server's limits (:class:`~seq2seq.cli.schemas.ServeConfig`);
+a bad one gets a 4xx answer ``{"error": "<what is wrong and what to do>", "detail": [...]}``. Requests
+are decoded by a :class:`~seq2seq.serving.batcher.Batcher` per model, which gathers concurrent ones into
+shared token batches. A request never names a file: the models are loaded once, at start.
+"""
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException
+
+from seq2seq import __version__
+from seq2seq.cli.schemas import ServeConfig
+from seq2seq.errors import Seq2SeqError
+from seq2seq.inference.translator import SourceTooLong, Translation, Translator
+from seq2seq.serving.batcher import Batcher
+
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).parent / "page"  # index.html, page.css, page.js: package data, nothing fetched at run time
+MAX_ALPHA = 10.0
+
+
+@dataclasses.dataclass
+class Model:
+    """A loaded model and what /info says about it."""
+
+    name: str  # "main" or "compare"
+    checkpoint: str
+    translator: Translator
+    best_valid_bleu: float | None
+
+    def info(self) -> dict:
+        cfg = self.translator.config
+        return {"name": self.name, "checkpoint": Path(self.checkpoint).name,
+                "pair": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}", "src_lang": cfg.data.src_lang,
+                "tgt_lang": cfg.data.tgt_lang, "attention": cfg.model.attention, "cell": cfg.model.cell,
+                "parameters": self.translator.model.num_parameters(), "best_valid_bleu": self.best_valid_bleu,
+                "decode": dataclasses.asdict(self.translator.decode)}
+
+
+def load(name: str, checkpoint: str, cfg: ServeConfig) -> Model:
+    """The model of ``checkpoint`` with ``cfg``'s decode defaults, and its best validation BLEU."""
+    from seq2seq.checkpoint import load_checkpoint
+
+    translator = Translator.from_checkpoint(checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
+                                            cfg.max_src_len_policy, cfg.ensemble if name == "main" else (),
+                                            cfg.quantize)
+    best = (load_checkpoint(checkpoint).get("progress") or {}).get("best_bleu")
+    return Model(name, checkpoint, translator, best if best is not None and best >= 0 else None)
+
+
+class Translated(BaseModel):
+    """One source sentence's answer; the optional fields come with ``"attention": true``."""
+
+    text: str = Field(description="the best translation: the line seq2seq-translate prints")
+    hypotheses: list[str] = Field(description="the n-best translations, best first, distinct")
+    scores: list[float] = Field(description="their search scores (length-penalised log-probabilities)")
+    src_pieces: list[str] | None = Field(None, description="the source subwords (heat-map columns)")
+    tgt_pieces: list[list[str]] | None = Field(None, description="per hypothesis, its target subwords")
+    attention: list[list[list[float]]] | None = Field(
+        None, description="per hypothesis, weights (T+1, S): a row per target subword and one for </s>")
+
+
+class TranslateResponse(BaseModel):
+    translations: list[Translated]
+
+
+def request_model(cfg: ServeConfig) -> type[BaseModel]:
+    """The body of POST /translate, with ``cfg``'s limits; unknown fields and loose types are refused."""
+    sentence = Annotated[str, StringConstraints(max_length=cfg.max_chars)]
+
+    class TranslateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        text: list[sentence] = Field(min_length=1, max_length=cfg.max_sentences,
+                                     description=f"1 to {cfg.max_sentences} sentences of at most "
+                                                 f"{cfg.max_chars} characters")
+        beam_size: int | None = Field(None, ge=1, le=cfg.max_beam, description="1: greedy")
+        nbest: int | None = Field(None, ge=1, le=cfg.max_beam, description="at most beam_size")
+        alpha: float | None = Field(None, ge=0, le=MAX_ALPHA, description="length penalty")
+        attention: bool = Field(False, description="also return subwords and attention weights")
+        model: Literal["main", "compare"] = Field("main", description="compare: the server's compare= model")
+
+    return TranslateRequest
+
+
+def answer(result: Translation, attention: bool) -> Translated:
+    out = Translated(text=result.text, hypotheses=result.hypotheses, scores=result.scores)
+    if attention:
+        out.src_pieces = result.src_pieces
+        out.tgt_pieces = result.tgt_pieces
+        out.attention = [[[round(w, 4) for w in row] for row in a.tolist()] for a in result.attention]
+    return out
+
+
+def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
+    """The app over ``models`` (the first is "main", an optional second "compare"), limits from ``cfg``."""
+    batchers = {m.name: Batcher(m.translator, cfg.batch_wait_ms / 1000) for m in models}
+    by_name = {m.name: m for m in models}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for batcher in batchers.values():
+            batcher.start()
+        yield
+        for batcher in batchers.values():
+            batcher.stop()
+        log.info("stopped")
+
+    app = FastAPI(title="seq2seq", version=__version__, lifespan=lifespan,
+                  description="RNN-attention translation: POST /translate, GET /info, GET /health; the page at /")
+    _add_error_handlers(app, cfg)
+    body_model = request_model(cfg)
+
+    async def translate(body: body_model) -> TranslateResponse:  # type: ignore[valid-type]
+        if body.model not in by_name:
+            raise HTTPException(422, "model: there is no compare model; start the server with compare=PATH")
+        translator = by_name[body.model].translator
+        beam, nbest = body.beam_size or translator.decode.beam_size, body.nbest or translator.decode.nbest
+        if nbest > beam:
+            raise HTTPException(422, f"nbest={nbest} is above beam_size={beam}: a beam of K keeps at most K "
+                                     "hypotheses; lower nbest or raise beam_size")
+        decode = translator.with_decode(body.beam_size, body.alpha, body.nbest)
+        try:
+            results = await batchers[body.model].translate(body.text, decode)
+        except SourceTooLong as err:
+            raise HTTPException(422, f"text: {err}") from None
+        return TranslateResponse(translations=[answer(r, body.attention) for r in results])
+
+    app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True,
+             summary="Translate sentences")(translate)
+
+    @app.get("/health", summary="Is the server up")
+    async def health() -> dict:
+        return {"status": "ok", "queued": sum(b.queued for b in batchers.values())}
+
+    @app.get("/info", summary="The model(s), decode defaults and limits")
+    async def info() -> dict:
+        limits = {"max_sentences": cfg.max_sentences, "max_chars": cfg.max_chars, "max_beam": cfg.max_beam,
+                  "max_src_len": models[0].translator.max_src_len, "max_src_len_policy": cfg.max_src_len_policy}
+        return {**models[0].info(), "compare": models[1].info() if len(models) > 1 else None,
+                "limits": limits, "version": __version__}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html")
+
+    app.mount("/static", StaticFiles(directory=PAGE), name="static")
+    return app
+
+
+def _add_error_handlers(app: FastAPI, cfg: ServeConfig) -> None:
+    """Every error answer is JSON with one ``error`` message."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        errors = err.errors()
+        message = "; ".join(_describe(e, cfg) for e in errors[:5])
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in errors]
+        malformed = any(e.get("type") == "json_invalid" for e in errors)  # not JSON at all: 400
+        return JSONResponse({"error": message, "detail": detail}, status_code=400 if malformed else 422)
+
+    @app.exception_handler(Seq2SeqError)
+    async def refused(request: Request, err: Seq2SeqError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, err: Exception) -> JSONResponse:
+        log.error("%s %s failed: %r", request.method, request.url.path, err)
+        return JSONResponse({"error": "internal error; the server log says more"}, status_code=500)
+
+
+def _describe(error: dict, cfg: ServeConfig) -> str:
+    """One pydantic error as a sentence that names the field and, for a limit, the setting behind it."""
+    kind = error.get("type", "")
+    loc = [str(x) for x in error.get("loc", ()) if x != "body"]
+    where = ".".join(loc) or "body"
+    if kind == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return f"malformed JSON ({reason}); send an object like {{\"text\": [\"A sentence.\"]}}"
+    if kind == "extra_forbidden":
+        return f"{where}: unknown field; the fields are text, beam_size, nbest, alpha, attention, model"
+    if kind == "missing" and where == "body":
+        return "no request body; send a JSON object like {\"text\": [\"A sentence.\"]}"
+    if kind in ("model_attributes_type", "dict_type"):
+        return (f"{where}: expected a JSON object (with Content-Type: application/json) like "
+                "{\"text\": [\"A sentence.\"]}")
+    hints = {("text", "too_long"): f" (the server's max_sentences={cfg.max_sentences})",
+             ("text", "too_short"): " (send at least one sentence)",
+             ("text", "string_too_long"): f" (the server's max_chars={cfg.max_chars}); shorten or split it",
+             ("beam_size", "less_than_equal"): f" (the server's max_beam={cfg.max_beam})",
+             ("nbest", "less_than_equal"): f" (the server's max_beam={cfg.max_beam})"}
+    return f"{where}: {error.get('msg', 'invalid')}{hints.get((loc[0] if loc else '', kind), '')}"
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Load the model(s) once, then serve until Ctrl-C or SIGTERM (which finish the requests in flight)."""
+    import uvicorn
+
+    models = [load("main", cfg.checkpoint, cfg)]
+    if cfg.compare is not None:
+        models.append(load("compare", cfg.compare, cfg))
+    app = create_app(models, cfg)
+    # log_config=None: uvicorn's loggers go through the command's own logging (stderr)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_config=None,
+                                           access_log=False, timeout_graceful_shutdown=30))
+    server.run()
+
+
+def main(cfg: ServeConfig) -> None:
+    """seq2seq-serve: serve until Ctrl-C or SIGTERM, which end it cleanly (status 0 for SIGTERM)."""
+    import signal
+    import sys
+
+    # uvicorn stops gracefully on SIGTERM, then raises it again: end with status 0 instead of being killed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    serve(cfg)
