@@ -28,7 +28,8 @@ from seq2seq.nn.attention import GeneralAttention
 
 def source_sentences(data: DataConfig, src: str | None, count: int) -> list[str]:
     """The first ``count`` lines of ``src``, or of the corpus's validation split."""
-    from seq2seq.data.corpus import corpus_path, read_lines
+    from seq2seq.data.corpus import corpus_path
+    from seq2seq.files import read_lines
 
     return read_lines(Path(src) if src else corpus_path(data.dir, data.valid_split, data.src_lang))[:count]
 

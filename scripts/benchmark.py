@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from seq2seq import cpu
-from seq2seq.config import Config, ModelConfig, compose
+from seq2seq.cli.schemas import compose
+from seq2seq.config import Config, ModelConfig
 
 
 def gemm_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 2.0) -> float:
@@ -71,7 +72,8 @@ def forward_flops(m: ModelConfig, v: int, b: int, s: int, t: int) -> float:
 
 
 def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
-    from seq2seq.data.corpus import BatchPlan, load_corpus
+    from seq2seq.data.corpus import load_corpus
+    from seq2seq.training.plan import BatchPlan
     from seq2seq.training.trainer import Trainer
 
     cpu.setup(cfg.threads or 2)
@@ -100,8 +102,8 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
 def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, queue: mp.Queue) -> None:
     from seq2seq.checkpoint import load_model
     from seq2seq.data.corpus import read_parallel
+    from seq2seq.inference.bleu import corpus_scores
     from seq2seq.inference.decoding import detokenize, translate_ids
-    from seq2seq.inference.evaluate import score
 
     cpu.setup(cfg.threads or 2)
     if checkpoint:
@@ -121,7 +123,7 @@ def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int
     start = time.perf_counter()
     results = translate_ids(model, ids, decode)
     seconds = time.perf_counter() - start
-    bleu = score(detokenize(tok, [r[0].tokens if r else [] for r in results]), ref).bleu
+    bleu = corpus_scores(detokenize(tok, [r[0].tokens if r else [] for r in results]), ref).bleu
     name = "greedy" if beam == 1 else f"beam{beam}"
     queue.put({f"decode_{name}_sentences_per_s": len(src) / seconds, f"decode_{name}_bleu": bleu,
                f"decode_{name}_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

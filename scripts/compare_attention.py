@@ -73,7 +73,7 @@ def summarize(run: Path, out_json: Path) -> None:
     """Everything the report needs from one finished run, into ``out_json`` (runs in its own process)."""
     from seq2seq import cpu
     from seq2seq.data.corpus import read_parallel
-    from seq2seq.inference.evaluate import score
+    from seq2seq.inference.bleu import corpus_scores
     from seq2seq.inference.translator import Translator
     from seq2seq.report.study import attention_entropy, diagonal_mass
 
@@ -89,7 +89,7 @@ def summarize(run: Path, out_json: Path) -> None:
     src, ref = read_parallel(data.dir, data.test_split, data.src_lang, data.tgt_lang)
     results = translator.translations(src)
     hyps = [r.text for r in results]
-    test = score(hyps, ref)
+    test = corpus_scores(hyps, ref)
     maps = [r.attention[0] for r in results if r.attention] if attends else []
     heatmaps = [{"line": i, "src": results[i].src_pieces, "tgt": results[i].tgt_pieces[0],
                  "weights": [[round(float(w), 4) for w in row] for row in results[i].attention[0]]}

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from seq2seq.config import DecodeConfig
-from seq2seq.data.corpus import corpus_path, read_lines
-from seq2seq.inference.evaluate import score
+from seq2seq.data.corpus import corpus_path
+from seq2seq.files import read_lines
+from seq2seq.inference.bleu import corpus_scores
 from seq2seq.inference.translator import Translator
 
 
@@ -57,7 +58,7 @@ def main() -> None:
                 start = time.perf_counter()
                 hyps = [t.text for t in translator.translations(sources, decode)]
                 rates.setdefault((name, kind), []).append(len(sources) / (time.perf_counter() - start))
-                bleu[name, kind] = (score(hyps, refs).bleu, score(hyps, refs, lowercase=True).bleu)
+                bleu[name, kind] = (corpus_scores(hyps, refs).bleu, corpus_scores(hyps, refs, lowercase=True).bleu)
                 if args.out:
                     Path(args.out, f"hyp.{name.replace(' ', '')}.{kind}").write_text(
                         "".join(h + "\n" for h in hyps), encoding="utf-8")

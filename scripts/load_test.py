@@ -42,7 +42,8 @@ SERVE = "from seq2seq.cli.main import serve; serve()"
 def test_sentences(checkpoint: str, src: str | None, count: int) -> list[str]:
     """The first ``count`` lines of ``src``, or of the checkpoint corpus's test split."""
     from seq2seq.checkpoint import checkpoint_config, load_checkpoint
-    from seq2seq.data.corpus import corpus_path, read_lines
+    from seq2seq.data.corpus import corpus_path
+    from seq2seq.files import read_lines
 
     if src is None:
         data = checkpoint_config(load_checkpoint(checkpoint), checkpoint).data

@@ -1,6 +1,6 @@
 """Dataclass schemas for every config group, with the cross-field checks in ``__post_init__``.
 
-Hydra composes the YAML in ``configs/`` against these schemas (registered in :func:`register_configs`),
+Hydra composes the YAML in ``configs/`` against these schemas (registered by seq2seq/cli/schemas.py),
 so a misspelt key or a wrong type fails at start. :func:`to_dataclass` turns the composed config into
 these dataclasses once; library code only ever sees them. Every default lives here and nowhere else: a
 group option in ``configs/`` lists only what makes it differ from these (tests/test_config.py checks it).
@@ -16,8 +16,12 @@ from seq2seq.registry import output_size, size_problem, variant
 
 CELLS = ("gru", "lstm")
 PRECISIONS = ("fp32", "bf16", "fp16")
+QUANTIZE = ("int8",)  # decoding-time weight formats besides fp32 (seq2seq/inference/quantize.py)
+SRC_LEN_POLICIES = ("truncate", "error")  # what decoding does with a source over max_src_len
 SCHEDULES = ("cosine", "plateau")
 INIT_RESETS = ("optimizer", "none")
+RESUME_OFF = ("none", "null", "false", "no", "0", "")  # resume= values that start a new run
+RESUME_ON = ("true", "yes", "1")  # resume= values that mean the run directory's own last.pt
 
 
 def check_choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -210,6 +214,34 @@ class DecodeConfig:
                               f"got {self.nbest}")
 
 
+def resume_choice(value: str | None) -> str | None:
+    """What ``resume=value`` asks for: None (a new run), "true" (the run directory's last.pt) or a path."""
+    if value is None or value.lower() in RESUME_OFF:
+        return None
+    return "true" if value.lower() in RESUME_ON else value
+
+
+@dataclass
+class TranslatorConfig:
+    """The settings that load a trained model for decoding; every command that decodes (seq2seq-evaluate,
+    -translate, -score, -serve) extends them, and :meth:`Translator.from_config` takes them in one call."""
+
+    checkpoint: str = "???"  # best.pt or last.pt; tokenizer, model config and weights come from it
+    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
+    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:1 ...
+    threads: int | None = None  # torch intra-op threads; unset = torch's default
+    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
+    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding
+
+    def __post_init__(self) -> None:
+        check_choice("max_src_len_policy", self.max_src_len_policy, SRC_LEN_POLICIES)
+        if self.quantize is not None:
+            check_choice("quantize", self.quantize, QUANTIZE)
+        check_positive("max_src_len", self.max_src_len)
+        check_positive("threads", self.threads)
+
+
 @dataclass
 class Config:
     """The root of ``configs/train.yaml``."""
@@ -228,27 +260,10 @@ class Config:
 
     def __post_init__(self) -> None:
         check_choice("init_reset", self.init_reset, INIT_RESETS)
-        if self.init_from is not None and str(self.resume).lower() not in ("none", "false", "no", "0", ""):
+        if self.init_from is not None and resume_choice(self.resume) is not None:
             raise ConfigError(f"init_from={self.init_from} starts a new run and resume={self.resume} continues "
                               "one; set only one of them (a run started with init_from resumes with resume=true "
                               "alone)")
-
-
-def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (``train_schema`` is the first default of train.yaml)."""
-    from hydra.core.config_store import ConfigStore
-
-    from seq2seq.cli.schemas import AverageConfig, EvaluateConfig, ScoreConfig, ServeConfig, TranslateConfig
-    from seq2seq.cli.sweep import register_resolver
-
-    register_resolver()  # ${seq2seq_dirname:...} in train.yaml's hydra.sweep.subdir
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=Config)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
-    cs.store(name="translate_schema", node=TranslateConfig)
-    cs.store(name="serve_schema", node=ServeConfig)
-    cs.store(name="average_schema", node=AverageConfig)
-    cs.store(name="score_schema", node=ScoreConfig)
 
 
 def to_dataclass(cfg: Any, schema: type = Config) -> Any:
@@ -270,17 +285,3 @@ def to_dataclass(cfg: Any, schema: type = Config) -> Any:
 def to_dict(cfg: Any) -> dict:
     """Plain data for checkpoints and logs."""
     return asdict(cfg)
-
-
-def compose(overrides: list[str] | None = None, config_name: str = "train") -> Config:
-    """Compose ``configs/{config_name}.yaml`` with Hydra's Compose API (tests, scripts, notebooks)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    register_configs()
-    with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
-    from seq2seq.cli.keys import check_keys
-
-    check_keys(cfg, Config)
-    return to_dataclass(cfg, Config)

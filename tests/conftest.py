@@ -14,7 +14,8 @@ cpu.openmp_defaults()  # as the console scripts do, before torch starts OpenMP: 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from seq2seq.config import Config, compose  # noqa: E402
+from seq2seq.cli.schemas import compose  # noqa: E402
+from seq2seq.config import Config  # noqa: E402
 from seq2seq.data.corpus import Batch, load_corpus  # noqa: E402
 from seq2seq.inference.translator import Translator  # noqa: E402
 from seq2seq.training import distributed  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.config import DecodeConfig
+from seq2seq.config import DecodeConfig, TranslatorConfig
 from seq2seq.inference.translator import SourceTooLong, Translator
 from seq2seq.serving.batcher import Batcher
 
@@ -26,7 +26,7 @@ class Spy:
 
 @pytest.fixture(scope="module")
 def translator(toy_run: Path) -> Translator:
-    return Translator.from_checkpoint(toy_run / "best.pt", device="cpu", max_src_len_policy="error")
+    return Translator.from_config(TranslatorConfig(str(toy_run / "best.pt"), device="cpu", max_src_len_policy="error"))
 
 
 def test_queued_requests_share_one_call_and_get_their_own_answers(translator: Translator) -> None:
@@ -76,4 +76,4 @@ def test_a_too_long_source_fails_only_its_own_request(translator: Translator) ->
 
 def test_submit_before_start_says_what_to_do(translator: Translator) -> None:
     with pytest.raises(RuntimeError, match="start"):
-        Batcher(translator).submit(["a"], translator.decode)
+        Batcher(translator, wait_s=0.0).submit(["a"], translator.decode)

@@ -17,7 +17,7 @@ from conftest import toy_config, train_toy
 from seq2seq.checkpoint import check_resumable, load_checkpoint, load_model, save_checkpoint
 from seq2seq.data.corpus import load_corpus
 from seq2seq.errors import CheckpointError, ConfigError
-from seq2seq.training.step import Step
+from seq2seq.training.step import OptimizerStep
 from seq2seq.training.trainer import Trainer
 
 
@@ -119,17 +119,17 @@ def test_ctrl_c_saves_and_resume_is_exact(tmp_path: Path, monkeypatch: pytest.Mo
     run_dir = tmp_path / "cut" / "run"
     run_dir.mkdir(parents=True)
     trainer = Trainer(cfg, load_corpus(cfg.data), run_dir)
-    original = Step.__call__
+    original = OptimizerStep.__call__
 
     def interrupt_at_17(self, batches, progress):
         if progress.step == 17:
             raise KeyboardInterrupt
         return original(self, batches, progress)
 
-    monkeypatch.setattr(Step, "__call__", interrupt_at_17)
+    monkeypatch.setattr(OptimizerStep, "__call__", interrupt_at_17)
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
-    monkeypatch.setattr(Step, "__call__", original)
+    monkeypatch.setattr(OptimizerStep, "__call__", original)
     saved = load_checkpoint(run_dir / "last.pt")
     assert saved["progress"]["step"] == 17
     assert ("scaler" in saved) == ("train.precision=fp16" in device)

@@ -11,8 +11,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from seq2seq.cli.schemas import EvaluateConfig, TranslateConfig
-from seq2seq.config import DataConfig, DecodeConfig, ModelConfig, OptimConfig, compose, register_configs, to_dataclass
+from seq2seq.cli.schemas import EvaluateConfig, TranslateConfig, compose, register_configs
+from seq2seq.config import DataConfig, DecodeConfig, ModelConfig, OptimConfig, to_dataclass
 from seq2seq.errors import ConfigError
 from seq2seq.nn.model import Seq2Seq
 

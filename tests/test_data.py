@@ -110,7 +110,8 @@ def test_shuffling_is_seeded_and_differs_between_epochs() -> None:
 
 
 def test_subword_sampling_resegments_every_epoch_reproducibly(tmp_path: Path) -> None:
-    from seq2seq.data.corpus import BatchPlan, load_corpus
+    from seq2seq.data.corpus import load_corpus
+    from seq2seq.training.plan import BatchPlan
 
     cfg = toy_config(tmp_path, "data.sampling_alpha=0.1")
     corpus = load_corpus(cfg.data)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.inference.decoding import detokenize, length_batches, one_line, translate_ids
 from seq2seq.nn.model import Seq2Seq
-from seq2seq.nn.special import BOS, PAD
+from seq2seq.special import BOS, PAD
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from seq2seq.checkpoint import load_checkpoint, load_model, save_checkpoint
-from seq2seq.config import DecodeConfig, compose, to_dict
+from seq2seq.cli.schemas import compose
+from seq2seq.config import DecodeConfig, to_dict
 from seq2seq.data.tokenizer import Tokenizer, build_tokenizer
 from seq2seq.errors import CheckpointError
 from seq2seq.inference.decoding import translate_ids
@@ -90,7 +91,7 @@ def save_member(path: Path, toy_run: Path, tokenizer: Tokenizer | None = None, *
     tok = tokenizer or Tokenizer(bytes(payload["tokenizer"]["src"]))
     model = Seq2Seq(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size)
     save_checkpoint(path, {"config": to_dict(cfg), "model": model.state_dict(), "progress": payload["progress"],
-                           "tokenizer": {"src": tok.src_model, "tgt": tok.tgt_model},
+                           "tokenizer": tok.stored(),
                            "pair": [cfg.data.src_lang, cfg.data.tgt_lang]})
     return path
 

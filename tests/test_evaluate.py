@@ -1,4 +1,4 @@
-"""What seq2seq-evaluate reads (seq2seq/inference/evaluate.py)."""
+"""What seq2seq-evaluate reads (seq2seq/cli/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from seq2seq.cli.evaluate import read_inputs, resolve_inputs
 from seq2seq.cli.schemas import EvaluateConfig
 from seq2seq.config import DataConfig
 from seq2seq.errors import DataError
-from seq2seq.inference.evaluate import read_inputs, resolve_inputs
 
 
 def test_resolve_inputs(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def test_resume_true_without_a_directory_points_to_the_latest_run(tmp_path: Path
     assert resume_path("true", runs / "2020-01-01", dir_given=False) == runs / "2020-01-01" / "last.pt"
     assert resume_path("x/last.pt", new, dir_given=False) == Path("x/last.pt")
     assert resume_path(None, new, dir_given=False) is None and resume_path("false", new, False) is None
+    assert resume_path("none", new, dir_given=False) is None  # "none" means unset here as in the config check
     with pytest.raises(ConfigError, match="no earlier run under"):
         resume_path("true", tmp_path / "other" / "new", dir_given=False)
 

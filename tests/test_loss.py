@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from seq2seq.nn.loss import token_loss
-from seq2seq.nn.special import PAD
+from seq2seq.special import PAD
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])

@@ -94,7 +94,7 @@ def test_tied_embeddings_share_storage() -> None:
 
 
 def test_the_network_and_search_import_no_tokenizer() -> None:
-    """The special ids live in seq2seq/nn/special.py: the network, search and decoding need no sentencepiece."""
+    """The special ids live in seq2seq/special.py: the network, search and decoding need no sentencepiece."""
     import subprocess
     import sys
 

@@ -10,7 +10,7 @@ from torch.ao.nn.quantized import dynamic
 
 from seq2seq.cli.schemas import EvaluateConfig
 from seq2seq.errors import ConfigError
-from seq2seq.inference.evaluate import score
+from seq2seq.inference.bleu import corpus_scores
 from seq2seq.inference.quantize import quantize
 from seq2seq.inference.translator import Translator
 
@@ -32,7 +32,7 @@ def test_a_quantized_model_translates_the_toy_task(toy_run: Path, test_pairs) ->
     assert dynamic.Linear in kinds and dynamic.GRU in kinds  # the decoder's Linear layers and the encoder's GRU
     assert nn_linear_count(int8.model) == 0
     hyps, reference_hyps = int8.translate(sources), fp32.translate(sources)
-    assert score(hyps, refs).bleu > 90
+    assert corpus_scores(hyps, refs).bleu > 90
     assert sum(h == r for h, r in zip(hyps, reference_hyps, strict=True)) >= 90  # nearly all as fp32 translates
     assert Translator.from_checkpoint(toy_run / "best.pt", device="cpu").model is not int8.model
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from seq2seq.config import DecodeConfig
 from seq2seq.errors import ConfigError
 from seq2seq.inference.search import beam_search, greedy_search, length_penalty, max_output_length, search
-from seq2seq.nn.special import BOS, EOS, PAD
+from seq2seq.special import BOS, EOS, PAD
 
 A, B = 4, 5  # two ordinary target tokens
 

@@ -16,11 +16,11 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve tests need FastAPI: pip install -e '.[dev]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from seq2seq.cli.schemas import ServeConfig  # noqa: E402
 from seq2seq.config import DecodeConfig  # noqa: E402
 from seq2seq.errors import ConfigError  # noqa: E402
 from seq2seq.inference.translator import Translator  # noqa: E402
 from seq2seq.serving.app import PAGE, Model, create_app, load  # noqa: E402
+from seq2seq.serving.settings import ServeConfig  # noqa: E402
 
 TRANSLATE = "from seq2seq.cli.main import translate; translate()"
 # SIGINT as a terminal's Ctrl-C delivers it: a background job of a shell (`make test &`) starts with SIGINT
@@ -268,8 +268,8 @@ def test_serve_without_checkpoint_says_what_to_pass() -> None:
 
 
 def test_ensemble_and_int8_settings_are_checked_like_evaluate() -> None:
-    from seq2seq.cli.schemas import ServeConfig
     from seq2seq.errors import ConfigError
+    from seq2seq.serving.settings import ServeConfig
 
     assert ServeConfig(checkpoint="x.pt", quantize="int8", ensemble=["y.pt"]).quantize == "int8"
     with pytest.raises(ConfigError, match="unknown quantize 'int4'"):

@@ -14,14 +14,15 @@ import contextlib
 import logging
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from seq2seq.config import Config
-from seq2seq.errors import ConfigError
+from seq2seq.config import Config, resume_choice
+from seq2seq.errors import ConfigError, Seq2SeqError
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,11 @@ def latest_run(runs: Path, exclude: Path) -> Path | None:
 
 def resume_path(value: str | None, run_dir: Path, dir_given: bool) -> Path | None:
     """The checkpoint ``resume=`` names: None, ``true`` (the run directory's last.pt) or a path."""
-    if value is None or value.lower() in ("false", "no", "0", ""):
+    choice = resume_choice(value)
+    if choice is None:
         return None
-    if value.lower() not in ("true", "yes", "1"):
-        return Path(value)
+    if choice != "true":
+        return Path(choice)
     if (run_dir / "last.pt").exists() or dir_given:
         return run_dir / "last.pt"
     latest = latest_run(run_dir.parent, run_dir)
@@ -111,7 +113,29 @@ def remove_failed_start(run_dir: Path, empty_parents: int = 0) -> bool:
     return not run_dir.exists()
 
 
-def train(cfg: Config, run_dir: Path, dir_given: bool) -> None:
+@contextlib.contextmanager
+def failed_start_removed(run_dir: Path, empty_parents: int) -> Iterator[None]:
+    """The policy for a start that fails (a user error, Ctrl-C) before its first checkpoint: the error goes to
+    train.log, and the run directory (with up to ``empty_parents`` parents left empty) is removed, which the
+    message then says. Only rank 0 cleans up."""
+    from seq2seq.training import distributed
+
+    try:
+        yield
+    except (Seq2SeqError, KeyboardInterrupt) as err:
+        if not distributed.is_main():
+            raise
+        log_error(str(err) or type(err).__name__)
+        if not remove_failed_start(run_dir, empty_parents):
+            raise
+        note = f"nothing was trained, so {run_dir} was removed"
+        if isinstance(err, Seq2SeqError):
+            raise type(err)(f"{err} ({note})") from None
+        print(f"({note})", file=sys.stderr, flush=True)
+        raise
+
+
+def start_training(cfg: Config, run_dir: Path, dir_given: bool) -> None:
     """Start (or resume, or continue from weights) the run in ``run_dir``, on every process of the run;
     ``dir_given``: the user chose the directory (or it is a sweep's)."""
     from seq2seq.device import resolve_device

@@ -6,10 +6,8 @@ stderr and exits with status 2; nothing else is printed.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,14 +15,13 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from seq2seq import cpu
 from seq2seq.cli import prompt
-from seq2seq.cli.schemas import AverageConfig, EvaluateConfig, ScoreConfig, ServeConfig, TranslateConfig
-from seq2seq.config import Config, register_configs, to_dataclass
+from seq2seq.cli.schemas import AverageConfig, EvaluateConfig, ScoreConfig, TranslateConfig, register_configs
+from seq2seq.config import Config, to_dataclass
 from seq2seq.errors import Seq2SeqError
+from seq2seq.serving.settings import ServeConfig
 
 log = logging.getLogger("seq2seq")
 CONFIGS = "pkg://seq2seq.configs"
@@ -76,23 +73,10 @@ def _train(dcfg: DictConfig) -> None:
         from seq2seq.cli import sweep
 
         sweep.job_started(hydra_cfg.sweep.dir)
-    try:
+    chosen = hydra_cfg.mode.name == "MULTIRUN" or any(o.startswith("hydra.run.dir=")
+                                                     for o in hydra_cfg.overrides.hydra)
+    with launch.failed_start_removed(run_dir, empty_parents=0 if chosen else 2):  # else runs/{data.name}/ too
         _train_in(dcfg, run_dir)
-    except (Seq2SeqError, KeyboardInterrupt) as err:
-        from seq2seq.training import distributed
-
-        if not distributed.is_main():
-            raise
-        launch.log_error(str(err) or type(err).__name__)
-        chosen = hydra_cfg.mode.name == "MULTIRUN" or any(o.startswith("hydra.run.dir=")
-                                                         for o in hydra_cfg.overrides.hydra)
-        if not launch.remove_failed_start(run_dir, empty_parents=0 if chosen else 2):  # runs/{data.name}/
-            raise
-        note = f"nothing was trained, so {run_dir} was removed"
-        if isinstance(err, Seq2SeqError):
-            raise type(err)(f"{err} ({note})") from None
-        print(f"({note})", file=sys.stderr, flush=True)
-        raise
 
 
 def _train_in(dcfg: DictConfig, run_dir: Path) -> None:
@@ -102,7 +86,7 @@ def _train_in(dcfg: DictConfig, run_dir: Path) -> None:
     cpu.setup(cfg.threads)
     hydra_cfg = HydraConfig.get()
     dir_given = any(o.startswith(("hydra.run.dir=", "hydra.sweep")) for o in hydra_cfg.overrides.hydra)
-    launch.train(cfg, run_dir, dir_given or hydra_cfg.mode.name == "MULTIRUN")
+    launch.start_training(cfg, run_dir, dir_given or hydra_cfg.mode.name == "MULTIRUN")
 
 
 TRAIN_GROUPS = ("data", "model", "model/attention", "optim", "decode", "experiment")
@@ -140,61 +124,9 @@ def _job_config(dcfg: DictConfig, schema: type, command: str) -> Any:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="evaluate")
 @_report_errors
 def _evaluate(dcfg: DictConfig) -> None:
-    from seq2seq.errors import DataError
-    from seq2seq.inference.evaluate import (
-        check_plot_dir,
-        check_writable,
-        read_inputs,
-        resolve_inputs,
-        score,
-        write_lines,
-    )
-    from seq2seq.inference.translator import Translator
+    from seq2seq.cli.evaluate import run
 
-    cfg: EvaluateConfig = _job_config(dcfg, EvaluateConfig, "seq2seq-evaluate")
-    if cfg.decode.nbest > 1:
-        log.info("decode.nbest=%d ignored: seq2seq-evaluate scores the best translation", cfg.decode.nbest)
-    decode = dataclasses.replace(cfg.decode, nbest=1)
-    translator = Translator.from_checkpoint(cfg.checkpoint, decode, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
-    inputs = resolve_inputs(cfg, translator.config.data)
-    if inputs.out != "-":
-        check_writable(inputs.out, "out=")  # before the work, not after it
-    if cfg.attention_plots and cfg.attention_plots_n:
-        check_plot_dir(cfg.attention_plots)
-    sources, refs = read_inputs(inputs)
-    if not sources:
-        raise DataError(f"{inputs.src} is empty; give a file with one sentence per line")
-    log.info("translating %s (%s): %d sentences, beam %d, alpha %g", inputs.name, inputs.src, len(sources),
-             decode.beam_size, decode.alpha)
-    start = time.perf_counter()
-    bar = tqdm(total=len(sources), desc="translating", unit="sent", dynamic_ncols=True, leave=False,
-               disable=None, mininterval=1.0)  # no bar unless a terminal
-    with logging_redirect_tqdm(), bar:
-        results = translator.translations(sources, progress=bar.update)
-    seconds = time.perf_counter() - start
-    log.info("translated %d sentences in %.1f s: %.1f sentences/s", len(sources), seconds,
-             len(sources) / max(seconds, 1e-9))
-    hyps = [r.text for r in results]
-    if inputs.out == "-":
-        sys.stdout.writelines(h + "\n" for h in hyps)
-        sys.stdout.flush()
-    else:
-        write_lines(inputs.out, hyps)
-        log.info("hypotheses written to %s", inputs.out)
-    if refs is not None:
-        scores = score(hyps, refs)
-        lines = [scores.bleu_text, scores.chrf_text]
-        if cfg.lowercase:
-            lines.append(score(hyps, refs, lowercase=True).bleu_text)
-        # the scores go to stdout, unless the hypotheses went there (out=-)
-        print("\n".join(lines), file=sys.stderr if inputs.out == "-" else sys.stdout, flush=True)
-    if cfg.attention_plots and cfg.attention_plots_n:
-        n = min(cfg.attention_plots_n, len(sources))
-        for number, (source, result) in enumerate(zip(sources[:n], results[:n], strict=True), 1):
-            prompt.save_plots(cfg.attention_plots, number, source, result,
-                              prompt.attention_maps(translator, result, cfg.per_head))
-        log.info("attention plots of the first %d sentences in %s", n, cfg.attention_plots)
+    run(_job_config(dcfg, EvaluateConfig, "seq2seq-evaluate"))
 
 
 def evaluate() -> None:
@@ -206,14 +138,13 @@ def evaluate() -> None:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="translate")
 @_report_errors
 def _translate(dcfg: DictConfig) -> None:
-    from seq2seq.inference.evaluate import check_plot_dir
+    from seq2seq.cli.evaluate import check_plot_dir
     from seq2seq.inference.translator import Translator
 
     cfg: TranslateConfig = _job_config(dcfg, TranslateConfig, "seq2seq-translate")
     if cfg.attention_plots:
         check_plot_dir(cfg.attention_plots)
-    translator = Translator.from_checkpoint(cfg.checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
+    translator = Translator.from_config(cfg, cfg.decode)
     prompt.reconfigure_streams()
     if sys.stdin.isatty():
         prompt.interactive(translator, cfg)
@@ -260,11 +191,13 @@ def serve() -> None:
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="average")
 @_report_errors
 def _average(dcfg: DictConfig) -> None:
-    from seq2seq.training.average import run
+    from seq2seq.training.average import resolve_checkpoints, write_average
 
     cfg: AverageConfig = _checked(dcfg, AverageConfig, "seq2seq-average")
     cpu.setup(None)
-    print(run(cfg), flush=True)
+    out = Path(cfg.out) if cfg.out is not None else Path(str(cfg.run)) / "avg.pt"
+    write_average(resolve_checkpoints(cfg.checkpoints, cfg.run, cfg.last), out)
+    print(out, flush=True)
 
 
 def average() -> None:
@@ -279,12 +212,16 @@ def average() -> None:
 @_report_errors
 def _score(dcfg: DictConfig) -> None:
     from seq2seq.errors import ConfigError
-    from seq2seq.inference.forced import score_files
+    from seq2seq.files import read_aligned
+    from seq2seq.inference.forced import score_pairs
+    from seq2seq.inference.translator import Translator
 
     for key in ("src", "ref"):
         if OmegaConf.is_missing(dcfg, key):
             raise ConfigError(f"no {key}= given: seq2seq-score needs src=SOURCES ref=TRANSLATIONS, one per line")
-    scores = score_files(_job_config(dcfg, ScoreConfig, "seq2seq-score"))
+    cfg: ScoreConfig = _job_config(dcfg, ScoreConfig, "seq2seq-score")
+    sources, targets = read_aligned(cfg.src, cfg.ref, "files (src= and ref=)")
+    scores = score_pairs(Translator.from_config(cfg), sources, targets, cfg.batch_tokens)
     sys.stdout.writelines(f"{s.logprob:.6f}\t{s.per_token:.6f}\n" for s in scores)
     sys.stdout.flush()
 

@@ -1,22 +1,23 @@
-"""The schemas of the commands that use a trained model: seq2seq-evaluate, -translate, -serve, -average and
--score. Like the training schemas (seq2seq/config.py) they hold every default of their settings and check
-them in ``__post_init__``; Hydra composes configs/{evaluate,translate,serve,average,score}.yaml against them."""
+"""The schemas of the commands that use a trained model: seq2seq-evaluate, -translate, -average and -score
+(seq2seq-serve's is the server's own, seq2seq/serving/settings.py). Like the training schemas
+(seq2seq/config.py) they hold every default of their settings and check them in ``__post_init__``; Hydra
+composes configs/{evaluate,translate,serve,average,score}.yaml against them (:func:`register_configs`). Only
+the command line imports this module (an import-linter contract)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from seq2seq.config import DecodeConfig, check_choice, check_positive
+from seq2seq.cli.keys import check_keys
+from seq2seq.config import Config, DecodeConfig, TranslatorConfig, check_positive, to_dataclass
 from seq2seq.errors import ConfigError
-
-QUANTIZE = ("int8",)  # decoding-time weight formats besides fp32 (seq2seq/inference/quantize.py)
+from seq2seq.serving.settings import ServeConfig
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(TranslatorConfig):
     """The root of ``configs/evaluate.yaml`` (seq2seq-evaluate): translate a split or file pair, score it."""
 
-    checkpoint: str = "???"  # best.pt or last.pt; tokenizer, model config and weights come from it
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     split: str | None = None  # split of the checkpoint's corpus; unset = its data.test_split (unless src=)
     data_dir: str | None = None  # where the split files are; unset = the checkpoint's data.dir
@@ -27,18 +28,10 @@ class EvaluateConfig:
     attention_plots: str | None = None  # directory for heatmap PNGs of the first attention_plots_n sentences
     attention_plots_n: int = 10
     per_head: bool = False  # multihead attention: a heatmap per head besides the heads' average
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (the translator)
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:1 ...
-    threads: int | None = None  # torch intra-op threads; unset = torch's default
-    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
-    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding (seq2seq/inference/quantize.py)
 
     def __post_init__(self) -> None:
-        _check_decoding_model(self.quantize)
+        super().__post_init__()
         check_positive("attention_plots_n", self.attention_plots_n, allow_zero=True)
-        check_positive("max_src_len", self.max_src_len)
-        check_positive("threads", self.threads)
         if self.src is not None and self.split is not None:
             raise ConfigError(f"src={self.src} and split={self.split} both name the input; set one of them")
         if self.ref is not None and self.src is None:
@@ -47,30 +40,13 @@ class EvaluateConfig:
 
 
 @dataclass
-class TranslateConfig:
+class TranslateConfig(TranslatorConfig):
     """The root of ``configs/translate.yaml`` (seq2seq-translate): interactive or piped translation."""
 
-    checkpoint: str = "???"
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     show_attention: bool = False  # print each best translation's attention as a text table on stderr
     attention_plots: str | None = None  # directory for one heatmap PNG per input line
     per_head: bool = False  # multihead attention: a table / heatmap per head besides the heads' average
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error (the translator)
-    device: str = "auto"
-    threads: int | None = None
-    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
-    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding (seq2seq/inference/quantize.py)
-
-    def __post_init__(self) -> None:
-        _check_decoding_model(self.quantize)
-        check_positive("max_src_len", self.max_src_len)
-        check_positive("threads", self.threads)
-
-
-def _check_decoding_model(quantize: str | None) -> None:
-    if quantize is not None:
-        check_choice("quantize", quantize, QUANTIZE)
 
 
 @dataclass
@@ -92,54 +68,41 @@ class AverageConfig:
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(TranslatorConfig):
     """The root of ``configs/score.yaml`` (seq2seq-score): the model's log-probability of given translations."""
 
-    checkpoint: str = "???"
     src: str = "???"  # source sentences, one per line (plain or .gz)
     ref: str = "???"  # the translations to score, line n of ref translating line n of src
     batch_tokens: int = 6000  # padded tokens per batch
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "truncate"  # longer sources: truncate (with a warning) | error, as in translation
-    device: str = "auto"
-    threads: int | None = None
-    ensemble: list[str] = field(default_factory=list)  # score with the ensemble of checkpoint= and these
-    quantize: str | None = None
 
     def __post_init__(self) -> None:
-        _check_decoding_model(self.quantize)
+        super().__post_init__()
         check_positive("batch_tokens", self.batch_tokens)
-        check_positive("max_src_len", self.max_src_len)
-        check_positive("threads", self.threads)
 
 
-@dataclass
-class ServeConfig:
-    """The root of ``configs/serve.yaml`` (seq2seq-serve): the HTTP API and page, and a request's limits."""
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (``train_schema`` is the first default of train.yaml)."""
+    from hydra.core.config_store import ConfigStore
 
-    checkpoint: str = "???"
-    compare: str | None = None  # a second checkpoint, shown side by side on the page
-    decode: DecodeConfig = field(default_factory=DecodeConfig)  # a request may change beam_size, nbest, alpha
-    host: str = "127.0.0.1"  # 0.0.0.0 listens on every interface: put a reverse proxy in front (README)
-    port: int = 8000
-    max_sentences: int = 32  # per request
-    max_chars: int = 1000  # per sentence
-    max_beam: int = 10  # largest beam_size a request may ask for
-    batch_wait_ms: float = 5.0  # how long the first waiting request waits for others to share its batch
-    max_src_len: int | None = None  # source subword limit; unset = the checkpoint's data.max_len
-    max_src_len_policy: str = "error"  # longer sources: error (a 422 answer) | truncate (the translator)
-    ensemble: list[str] = field(default_factory=list)  # more checkpoints decoding together with checkpoint=
-    quantize: str | None = None  # int8: dynamic int8 weights for CPU decoding, both models
-    device: str = "auto"
-    threads: int | None = None
+    from seq2seq.cli.sweep import register_resolver
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535 (0: any free port), got {self.port}")
-        for name in ("max_sentences", "max_chars", "max_beam", "max_src_len", "threads"):
-            check_positive(name, getattr(self, name))
-        check_positive("batch_wait_ms", self.batch_wait_ms, allow_zero=True)
-        _check_decoding_model(self.quantize)
-        if self.decode.beam_size > self.max_beam:
-            raise ConfigError(f"decode.beam_size={self.decode.beam_size} is above max_beam={self.max_beam}; "
-                              "lower the one or raise the other")
+    register_resolver()  # ${seq2seq_dirname:...} in train.yaml's hydra.sweep.subdir
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=Config)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="translate_schema", node=TranslateConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
+    cs.store(name="average_schema", node=AverageConfig)
+    cs.store(name="score_schema", node=ScoreConfig)
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "train") -> Config:
+    """Compose ``configs/{config_name}.yaml`` with Hydra's Compose API (tests, scripts, notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    register_configs()
+    with initialize_config_module(config_module="seq2seq.configs", version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    check_keys(cfg, Config)
+    return to_dataclass(cfg, Config)

@@ -5,7 +5,6 @@ Shapes: B batch, S source length, T target length (BOS/EOS included where noted)
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,8 +15,8 @@ from torch import Tensor
 
 from seq2seq.config import DataConfig
 from seq2seq.errors import DataError
-from seq2seq.nn.special import BOS, EOS, PAD
-from seq2seq.training import distributed
+from seq2seq.files import read_aligned
+from seq2seq.special import BOS, EOS, PAD
 
 if TYPE_CHECKING:  # sentencepiece is imported only where a corpus is loaded
     from seq2seq.data.tokenizer import Tokenizer
@@ -39,31 +38,9 @@ def corpus_path(directory: str | Path, split: str, lang: str) -> Path:
     raise DataError(f"missing corpus file {plain} (or {plain.name}.gz): put one sentence per line there.{hint}")
 
 
-def read_lines(path: Path) -> list[str]:
-    """All lines of a UTF-8 text file (gzip if it ends in .gz), without line endings."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    lines = []
-    try:
-        with opener(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                try:
-                    lines.append(raw.decode("utf-8").rstrip("\r\n"))
-                except UnicodeDecodeError as err:
-                    raise DataError(f"{path}:{number}: invalid UTF-8 (byte {err.start}: {err.reason}); "
-                                    "re-encode the file as UTF-8, e.g. with iconv") from None
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-    return lines
-
-
 def read_parallel(directory: str | Path, split: str, src_lang: str, tgt_lang: str) -> tuple[list[str], list[str]]:
     """The two sides of one split; their line counts must match."""
-    src_path, tgt_path = corpus_path(directory, split, src_lang), corpus_path(directory, split, tgt_lang)
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise DataError(f"misaligned corpus: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
-                        "each line must translate the line with the same number")
-    return src, tgt
+    return read_aligned(corpus_path(directory, split, src_lang), corpus_path(directory, split, tgt_lang), "corpus")
 
 
 class Example(NamedTuple):
@@ -166,49 +143,6 @@ def padding_fraction(examples: Sequence[Example], batches: Sequence[Sequence[int
         real += sum(lens)
         padded += max(lens) * len(lens)
     return 1.0 - real / max(1, padded)
-
-
-class BatchPlan:
-    """Every epoch's batches, reproducible from (seed, epoch): resuming mid-epoch rebuilds the same plan.
-
-    ``resegment(epoch_seed)``, when given, returns the epoch's examples (a sampled segmentation); the
-    positions in a batch then refer to those. SentencePiece's sampling repeats only within one process, so in
-    another process the plan is rebuilt from other pieces (other lengths, so other batches): a run resumed
-    mid-epoch then sees some of that epoch's sentences twice and misses others (README, *Reliability*).
-    """
-
-    def __init__(self, examples: Sequence[Example], batch_tokens: int, batch_sentences: int | None, seed: int,
-                 resegment: Callable[[int], list[Example]] | None = None) -> None:
-        self.examples, self.seed, self.resegment = examples, seed, resegment
-        self.batch_tokens, self.batch_sentences = batch_tokens, batch_sentences
-
-    def epoch(self, epoch: int) -> list[list[int]]:
-        epoch_seed = self.seed * 1000 + epoch
-        if self.resegment is not None:
-            self.examples = self.resegment(epoch_seed)
-        generator = torch.Generator().manual_seed(epoch_seed)
-        return make_batches(self.examples, self.batch_tokens, self.batch_sentences, generator)
-
-    def batch(self, positions: Sequence[int]) -> Batch:
-        return collate([self.examples[i] for i in positions])
-
-    def steps(self, batches: list[list[int]], done: int, accumulate: int) -> list[list[list[int]]]:
-        """What is left of an epoch (``batches``: all of it; ``done`` of them trained on) for this process:
-        groups of ``accumulate`` batches, one per optimizer step.
-
-        Under torchrun the epoch's batch list is built exactly as in a single process, then sharded (global
-        batch i to rank i % world): step k of the epoch trains on global batches k*A*W .. (k+1)*A*W - 1, so
-        ``done`` (global) / world is this rank's position in its shard. The last step of an epoch may have
-        fewer than A batches.
-        """
-        world = distributed.world_size()
-        mine = distributed.shard(batches, distributed.rank(), world)[done // world:]
-        return [mine[i:i + accumulate] for i in range(0, len(mine), accumulate)]
-
-    @staticmethod
-    def usable(batches: list[list[int]]) -> int:
-        """How many of the epoch's batches are trained on, all processes together."""
-        return distributed.usable(len(batches), distributed.world_size())
 
 
 class Corpus(NamedTuple):

@@ -19,7 +19,8 @@ import sentencepiece as spm
 
 from seq2seq.config import DataConfig
 from seq2seq.errors import ConfigError
-from seq2seq.nn.special import BOS, EOS, PAD, UNK
+from seq2seq.files import atomic_write
+from seq2seq.special import BOS, EOS, PAD, UNK
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ class Tokenizer:
     """Source and target SentencePiece processors (the same object when the vocabulary is joint)."""
 
     def __init__(self, src_model: bytes, tgt_model: bytes | None = None) -> None:
-        self.src_model, self.tgt_model = src_model, tgt_model
+        self.src_model = src_model
+        self._own_tgt_model = tgt_model  # None when the vocabulary is joint
         self.src = spm.SentencePieceProcessor(model_proto=src_model)
         self.tgt = self.src if tgt_model is None else spm.SentencePieceProcessor(model_proto=tgt_model)
         for proc in (self.src, self.tgt):
@@ -37,12 +39,16 @@ class Tokenizer:
 
     @property
     def joint(self) -> bool:
-        return self.tgt_model is None
+        return self._own_tgt_model is None
 
     @property
     def target_model(self) -> bytes:
         """The SentencePiece model of the target side (the joint one when the vocabulary is joint)."""
-        return self.src_model if self.tgt_model is None else self.tgt_model
+        return self.src_model if self._own_tgt_model is None else self._own_tgt_model
+
+    def stored(self) -> dict[str, bytes | None]:
+        """The models as a checkpoint stores them: ``tgt`` is None when the vocabulary is joint."""
+        return {"src": self.src_model, "tgt": self._own_tgt_model}
 
     @property
     def src_vocab_size(self) -> int:
@@ -80,16 +86,10 @@ class Tokenizer:
     def save(self, run_dir: Path) -> None:
         """Write ``spm.model`` (joint) or ``spm.src.model`` and ``spm.tgt.model`` into the run directory."""
         if self.joint:
-            _atomic_write(run_dir / "spm.model", self.src_model)
+            atomic_write(run_dir / "spm.model", self.src_model)
         else:
-            _atomic_write(run_dir / "spm.src.model", self.src_model)
-            _atomic_write(run_dir / "spm.tgt.model", self.tgt_model or b"")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two runs may fill the same cache at once
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+            atomic_write(run_dir / "spm.src.model", self.src_model)
+            atomic_write(run_dir / "spm.tgt.model", self.target_model)
 
 
 def _train_one(lines: Iterable[str], cfg: DataConfig) -> bytes:
@@ -136,7 +136,7 @@ def build_tokenizer(cfg: DataConfig, src_lines: Sequence[str], tgt_lines: Sequen
             models = [_train_one(src_lines, cfg), _train_one(tgt_lines, cfg)]
         cache.mkdir(parents=True, exist_ok=True)
         for name, data in zip(names, models):
-            _atomic_write(cache / name, data)
+            atomic_write(cache / name, data)
     tokenizer = Tokenizer(models[0], models[1] if len(models) == 2 else None)
     sizes = {tokenizer.src_vocab_size} | {tokenizer.tgt_vocab_size}
     pieces = " and ".join(str(n) for n in sorted(sizes))

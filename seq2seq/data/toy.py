@@ -10,6 +10,8 @@ import logging
 import random
 from pathlib import Path
 
+from seq2seq.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 ALPHABET = "abcdefghijklmnopqrst"
@@ -34,7 +36,5 @@ def generate(task: str, directory: str | Path, src_lang: str, tgt_lang: str, see
         rng = random.Random(seed * 100 + offset)
         pairs = [toy_pair(rng, task) for _ in range(n)]
         for path, side in ((src_path, 0), (tgt_path, 1)):
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(p[side] + "\n" for p in pairs), encoding="utf-8")
-            tmp.replace(path)
+            atomic_write(path, "".join(p[side] + "\n" for p in pairs).encode("utf-8"))
         log.info("wrote toy %s task %s split (%d pairs) to %s", task, split, n, directory)

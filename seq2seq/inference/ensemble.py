@@ -22,10 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seq2seq.checkpoint import load_model
+from seq2seq.checkpoint import Identity, check_compatible, load_model
 from seq2seq.config import Config
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.errors import CheckpointError
 from seq2seq.nn.model import Seq2Seq
 
 log = logging.getLogger(__name__)
@@ -77,29 +76,16 @@ class Ensemble(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def check_member(path: str | Path, tokenizer: Tokenizer, config: Config, first_path: str | Path,
-                 first_tokenizer: Tokenizer, first_config: Config) -> None:
-    """Refuse a member that segments the source differently, has another target vocabulary or pair."""
-    pair = (config.data.src_lang, config.data.tgt_lang)
-    first_pair = (first_config.data.src_lang, first_config.data.tgt_lang)
-    if pair != first_pair:
-        raise CheckpointError(f"ensemble member {path} translates {'-'.join(pair)}, but {first_path} translates "
-                              f"{'-'.join(first_pair)}; ensemble models of one language pair")
-    for side, mine, theirs in (("source segmentation", tokenizer.src_model, first_tokenizer.src_model),
-                               ("target vocabulary", tokenizer.target_model, first_tokenizer.target_model)):
-        if mine != theirs:
-            raise CheckpointError(f"ensemble member {path} has another {side} (SentencePiece model) than "
-                                  f"{first_path}; members must be trained on the same SentencePiece model(s): "
-                                  "the same corpus with the same data.vocab_size, data.spm_type and data.joint_vocab")
-
-
 def load_ensemble(first_path: str | Path, first: Seq2Seq, tokenizer: Tokenizer, config: Config,
                   others: Sequence[str | Path]) -> Ensemble:
     """``first`` (loaded from ``first_path``) and the checkpoints ``others`` as one ensemble."""
     members: list[nn.Module] = [first]
     for path in others:
         model, member_tokenizer, member_config = load_model(path)
-        check_member(path, member_tokenizer, member_config, first_path, tokenizer, config)
+        check_compatible(path, Identity.of_run(member_config, member_tokenizer), Identity.of_run(config, tokenizer),
+                         str(first_path), "ensemble models of one language pair trained on the same SentencePiece "
+                         "model(s): the same corpus with the same data.vocab_size, data.spm_type and data.joint_vocab",
+                         same_model=False)
         members.append(model)
         log.info("ensemble member %s: %s attention, %d parameters", path, member_config.model.attention,
                  model.num_parameters())

@@ -14,16 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from seq2seq.cli.schemas import ScoreConfig
 from seq2seq.data.corpus import pad
 from seq2seq.inference.decoding import length_batches
 from seq2seq.inference.search import StepModel
 from seq2seq.inference.translator import Translator
-from seq2seq.nn.special import BOS, EOS
+from seq2seq.special import BOS, EOS
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +78,3 @@ def score_pairs(translator: Translator, sources: Sequence[str], targets: Sequenc
         log.warning("%d empty source(s) scored -inf (line %s)", len(empty), ", ".join(map(str, empty[:5])))
     sums = force_decode(translator.model, src_ids, tgt_ids, batch_tokens)
     return [PairScore(s, len(ids) + 1) for s, ids in zip(sums, tgt_ids, strict=True)]
-
-
-def score_files(cfg: ScoreConfig) -> list[PairScore]:
-    """seq2seq-score: the score of every src=/ref= line pair, in order."""
-    from seq2seq.data.corpus import read_lines
-    from seq2seq.errors import DataError
-
-    sources, targets = read_lines(Path(cfg.src)), read_lines(Path(cfg.ref))
-    if len(sources) != len(targets):
-        raise DataError(f"misaligned files: {cfg.src} has {len(sources)} lines but {cfg.ref} has {len(targets)}; "
-                        "line n of ref= must translate line n of src=")
-    translator = Translator.from_checkpoint(cfg.checkpoint, None, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy, cfg.ensemble, cfg.quantize)
-    return score_pairs(translator, sources, targets, cfg.batch_tokens)

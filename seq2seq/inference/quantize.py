@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from seq2seq.cli.schemas import QUANTIZE
+from seq2seq.config import QUANTIZE
 from seq2seq.errors import ConfigError
 
 QUANTIZED_TYPES = {nn.Linear, nn.GRU, nn.LSTM}

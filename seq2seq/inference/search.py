@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from seq2seq.config import DecodeConfig
-from seq2seq.nn.special import BOS, EOS, PAD
+from seq2seq.special import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
 

@@ -21,17 +21,15 @@ import torch
 from torch import Tensor
 
 from seq2seq.checkpoint import load_model
-from seq2seq.config import Config, DecodeConfig
+from seq2seq.config import SRC_LEN_POLICIES, Config, DecodeConfig, TranslatorConfig, check_choice
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.device import resolve_device
-from seq2seq.errors import ConfigError, DataError
+from seq2seq.errors import DataError
 from seq2seq.inference.decoding import Hypothesis, detokenize, translate_ids
 from seq2seq.nn.model import Seq2Seq
-from seq2seq.nn.special import BOS
+from seq2seq.special import BOS
 
 log = logging.getLogger(__name__)
-
-LONG_SOURCE_POLICIES = ("truncate", "error")  # what a source longer than max_src_len gets
 
 
 class SourceTooLong(DataError):
@@ -63,10 +61,8 @@ class Translator:
 
     def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config,
                  decode: DecodeConfig | None = None, max_src_len: int | None = None,
-                 max_src_len_policy: str = "truncate") -> None:
-        if max_src_len_policy not in LONG_SOURCE_POLICIES:
-            raise ConfigError(f"unknown max_src_len_policy {max_src_len_policy!r}; "
-                              f"choose one of {', '.join(LONG_SOURCE_POLICIES)}")
+                 max_src_len_policy: str = TranslatorConfig.max_src_len_policy) -> None:
+        check_choice("max_src_len_policy", max_src_len_policy, SRC_LEN_POLICIES)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config  # the training config inside the checkpoint
@@ -76,15 +72,22 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, decode: DecodeConfig | None = None, device: str = "auto",
-                        max_src_len: int | None = None, max_src_len_policy: str = "truncate",
-                        ensemble: Sequence[str | Path] = (), quantize: str | None = None) -> Translator:
-        """Everything from one checkpoint file; ``decode`` defaults to configs/decode/beam.yaml's settings.
+                        quantize: str | None = None, ensemble: Sequence[str | Path] = ()) -> Translator:
+        """A checkpoint file ready to translate, with the other settings at their defaults (Python use);
+        ``decode`` defaults to configs/decode/beam.yaml's settings."""
+        return cls.from_config(TranslatorConfig(checkpoint=str(path), device=device, quantize=quantize,
+                                                ensemble=[str(p) for p in ensemble]), decode)
 
-        ``ensemble``: more checkpoints that decode together with ``path`` (seq2seq/inference/ensemble.py);
-        ``quantize="int8"``: int8 weights for the CPU (seq2seq/inference/quantize.py).
+    @classmethod
+    def from_config(cls, settings: TranslatorConfig, decode: DecodeConfig | None = None) -> Translator:
+        """Everything from ``settings.checkpoint``: the one way every command loads a model for decoding.
+
+        ``settings.ensemble``: more checkpoints that decode together with it (seq2seq/inference/ensemble.py);
+        ``settings.quantize="int8"``: int8 weights for the CPU (seq2seq/inference/quantize.py).
         """
+        path, ensemble, quantize = settings.checkpoint, settings.ensemble, settings.quantize
         model, tokenizer, config = load_model(path)
-        target = resolve_device(device)
+        target = resolve_device(settings.device)
         log.info("loaded %s: %s→%s, %s attention, %d parameters, on %s", path, config.data.src_lang,
                  config.data.tgt_lang, config.model.attention, model.num_parameters(), target)
         if ensemble:
@@ -96,7 +99,7 @@ class Translator:
             from seq2seq.inference.quantize import quantize as quantized
 
             model = quantized(model, quantize, target)
-        return cls(model, tokenizer, config, decode, max_src_len, max_src_len_policy)  # type: ignore[arg-type]
+        return cls(model, tokenizer, config, decode, settings.max_src_len, settings.max_src_len_policy)
 
     def with_decode(self, beam_size: int | None = None, alpha: float | None = None,
                     nbest: int | None = None) -> DecodeConfig:

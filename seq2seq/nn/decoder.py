@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from seq2seq.config import ModelConfig
 from seq2seq.nn.attention import build_attention
 from seq2seq.nn.encoder import EncoderOutput
-from seq2seq.nn.special import PAD
 from seq2seq.registry import ATTENTIONS
+from seq2seq.special import PAD
 
 
 class DecoderState(NamedTuple):

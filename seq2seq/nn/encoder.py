@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.nn.special import PAD
+from seq2seq.special import PAD
 
 
 class EncoderOutput(NamedTuple):

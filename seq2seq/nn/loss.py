@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from seq2seq.nn.special import PAD
+from seq2seq.special import PAD
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):

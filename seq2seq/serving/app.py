@@ -1,6 +1,6 @@
 """seq2seq-serve's HTTP app (FastAPI): POST /translate, GET /health, GET /info, and the page at /.
 
-Requests are checked by pydantic against the server's limits (:class:`~seq2seq.cli.schemas.ServeConfig`);
+Requests are checked by pydantic against the server's limits (:class:`~seq2seq.serving.settings.ServeConfig`);
 a bad one gets a 4xx answer ``{"error": "<what is wrong and what to do>", "detail": [...]}``. Requests
 are decoded by a :class:`~seq2seq.serving.batcher.Batcher` per model, which gathers concurrent ones into
 shared token batches. A request never names a file: the models are loaded once, at start.
@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException
 
 from seq2seq import __version__
-from seq2seq.cli.schemas import ServeConfig
 from seq2seq.errors import Seq2SeqError
 from seq2seq.inference.translator import SourceTooLong, Translation, Translator
 from seq2seq.serving.batcher import Batcher
+from seq2seq.serving.settings import ServeConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,8 @@ def load(name: str, checkpoint: str, cfg: ServeConfig) -> Model:
     """The model of ``checkpoint`` with ``cfg``'s decode defaults, and its best validation BLEU."""
     from seq2seq.checkpoint import load_checkpoint
 
-    translator = Translator.from_checkpoint(checkpoint, cfg.decode, cfg.device, cfg.max_src_len,
-                                            cfg.max_src_len_policy, cfg.ensemble if name == "main" else (),
-                                            cfg.quantize)
+    settings = cfg if name == "main" else dataclasses.replace(cfg, checkpoint=checkpoint, ensemble=[])
+    translator = Translator.from_config(settings, cfg.decode)
     best = (load_checkpoint(checkpoint).get("progress") or {}).get("best_bleu")
     return Model(name, checkpoint, translator, best if best is not None and best >= 0 else None)
 

@@ -37,7 +37,7 @@ class _Job:
 class Batcher:
     """One worker thread in front of one :class:`Translator`; start() before submit(), stop() at the end."""
 
-    def __init__(self, translator: Translator, wait_s: float = 0.005) -> None:
+    def __init__(self, translator: Translator, wait_s: float) -> None:
         self.translator = translator
         self.wait_s = wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue()

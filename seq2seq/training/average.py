@@ -17,22 +17,30 @@ from typing import Any
 
 import torch
 
-from seq2seq.checkpoint import decoding_payload, kept_checkpoints, load_checkpoint, save_checkpoint
-from seq2seq.cli.schemas import AverageConfig
+from seq2seq.checkpoint import (
+    Identity,
+    check_compatible,
+    decoding_payload,
+    kept_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from seq2seq.config import Config
 from seq2seq.data.corpus import Corpus
-from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.errors import ConfigError
 from seq2seq.nn.model import Seq2Seq
 
 log = logging.getLogger(__name__)
 
 
-def resolve_checkpoints(cfg: AverageConfig) -> list[Path]:
-    """The files to average: ``cfg.checkpoints``, or the newest ``cfg.last`` kept checkpoints of ``cfg.run``."""
-    if cfg.checkpoints:
-        return [Path(p) for p in cfg.checkpoints]
-    assert cfg.run is not None  # AverageConfig checks that one of the two is given
-    run = Path(cfg.run)
+def resolve_checkpoints(checkpoints: Sequence[str], run_dir: str | None, last: int | None) -> list[Path]:
+    """The files to average: ``checkpoints``, or else the newest ``last`` (all when None) kept checkpoints of
+    the run directory ``run_dir``."""
+    if checkpoints:
+        return [Path(p) for p in checkpoints]
+    if run_dir is None:
+        raise ConfigError("nothing to average: name a run directory or checkpoint files")
+    run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"no run directory {run}; pass the directory of a seq2seq-train run, or list "
                           "checkpoints=[a.pt,b.pt]")
@@ -40,25 +48,7 @@ def resolve_checkpoints(cfg: AverageConfig) -> list[Path]:
     if not kept:
         raise ConfigError(f"{run} has no kept checkpoints (ckpt.step*.pt); train with train.keep_checkpoints=N, "
                           "or list the files to average with checkpoints=[a.pt,b.pt]")
-    return kept[-cfg.last:] if cfg.last else kept
-
-
-def check_compatible(payload: dict[str, Any], path: Path, first: dict[str, Any], first_path: Path) -> None:
-    """Refuse ``payload`` unless it has ``first``'s model settings, language pair and SentencePiece model(s)."""
-    mine, theirs = payload["config"]["model"], first["config"]["model"]
-    for key in sorted(set(mine) | set(theirs)):
-        if mine.get(key) != theirs.get(key):
-            raise CheckpointError(f"cannot average {path} with {first_path}: model.{key} is {mine.get(key)!r} "
-                                  f"there and {theirs.get(key)!r} in {first_path}; average checkpoints of one "
-                                  "run, or of runs with the same model settings")
-    if payload.get("pair") != first.get("pair"):
-        raise CheckpointError(f"cannot average {path} with {first_path}: it translates "
-                              f"{'-'.join(payload.get('pair') or ['?'])}, not {'-'.join(first.get('pair') or ['?'])}")
-    for side in ("src", "tgt"):
-        if payload["tokenizer"][side] != first["tokenizer"][side]:
-            raise CheckpointError(f"cannot average {path} with {first_path}: its {side} SentencePiece model "
-                                  "(vocabulary) differs; average checkpoints trained on the same SentencePiece "
-                                  "model(s), e.g. those of one run")
+    return kept[-last:] if last else kept
 
 
 def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
@@ -72,7 +62,9 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     last = first
     for path in paths[1:]:
         last = load_checkpoint(path)
-        check_compatible(last, path, first, paths[0])
+        check_compatible(path, Identity.of(last, path), Identity.of(first, paths[0]), str(paths[0]),
+                         "average checkpoints of one run, or of runs with the same model settings and "
+                         "SentencePiece model(s)")
         for key, value in last["model"].items():
             if value.is_floating_point():
                 total[key] += value.to(torch.float64)
@@ -105,10 +97,3 @@ def average_at_end(model: Seq2Seq, corpus: Corpus, cfg: Config, run_dir: Path, b
     scores, _ = measure(model, corpus, cfg)
     log.info("avg.pt (%d checkpoints): validation loss %.3f BLEU %.2f chrF %.2f (best.pt: BLEU %.2f)",
              len(kept), scores["loss"], scores["bleu"], scores["chrf"], best_bleu)
-
-
-def run(cfg: AverageConfig) -> Path:
-    """seq2seq-average: write the average of ``cfg``'s checkpoints; returns where."""
-    out = Path(cfg.out) if cfg.out is not None else Path(str(cfg.run)) / "avg.pt"
-    write_average(resolve_checkpoints(cfg), out)
-    return out

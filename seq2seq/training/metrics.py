@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from seq2seq.files import atomic_write
 from seq2seq.training import distributed
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class RunLog:
         """metrics.jsonl holds exactly ``history`` (after a resume)."""
         if self.enabled:
             lines = "".join(json.dumps(r) + "\n" for r in history)
-            (self.run_dir / "metrics.jsonl").write_text(lines, encoding="utf-8")
+            atomic_write(self.run_dir / "metrics.jsonl", lines.encode("utf-8"))
 
     def validation(self, record: dict[str, Any], progress: Any, elapsed_s: float) -> None:
         """``record`` to metrics.jsonl; the wall-clock side (``elapsed_s``, ``progress``'s training seconds and

@@ -54,13 +54,20 @@ class Progress:
         return improved
 
 
-def limit_reached(t: TrainConfig, p: Progress, clock_s: float) -> str | None:
-    """The step or time limit that ends training, if one is reached (``clock_s``: seconds so far)."""
+def spent_budgets(t: TrainConfig, p: Progress, clock_s: float, finished: bool = False) -> list[str]:
+    """The budgets of ``t`` that progress ``p`` has spent, as ``train.max_steps=N (step N)``; ``clock_s``: the
+    training seconds so far. During training the loop ends epochs and early stopping itself, so only the step
+    and time budgets are checked; for a ``finished`` run (may it continue?) the epochs and patience too."""
+    spent = []
     if t.max_steps is not None and p.step >= t.max_steps:
-        return f"train.max_steps={t.max_steps} reached"
+        spent.append(f"train.max_steps={t.max_steps} (step {p.step})")
     if t.max_minutes is not None and clock_s >= 60 * t.max_minutes:
-        return f"train.max_minutes={t.max_minutes} reached"
-    return None
+        spent.append(f"train.max_minutes={t.max_minutes} ({clock_s / 60:.1f} minutes)")
+    if finished and (p.epoch > t.max_epochs or (p.epoch == t.max_epochs and p.stopped in ("train.max_epochs", None))):
+        spent.append(f"train.max_epochs={t.max_epochs} (epoch {p.epoch})")
+    if finished and p.bad_validations >= t.patience:
+        spent.append(f"train.patience={t.patience} ({p.bad_validations} validations without a gain)")
+    return spent
 
 
 class Clock:

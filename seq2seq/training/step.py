@@ -1,7 +1,7 @@
 """What training updates, and one optimizer step over it.
 
 :func:`build` makes the model (wrapped for DistributedDataParallel under torchrun), Adam, the plateau
-scheduler and, for fp16, the gradient scaler. :class:`Step` runs one optimizer step over a group of
+scheduler and, for fp16, the gradient scaler. :class:`OptimizerStep` runs one optimizer step over a group of
 micro-batches: autocast, gradient accumulation (DDP's ``no_sync`` on all but the last), clipping, and
 the skip of a step whose loss or gradient is not finite. Everything about several processes stays in
 here and in seq2seq/training/distributed.py; the loop (seq2seq/training/trainer.py) never sees it.
@@ -77,7 +77,7 @@ class StepResult:
     batches: int  # batches of the epoch's (global) batch list this step used, all ranks together
 
 
-class Step:
+class OptimizerStep:
     """One optimizer step over accumulated micro-batches, on every rank at once."""
 
     def __init__(self, cfg: Config, parts: Parts, device: torch.device) -> None:

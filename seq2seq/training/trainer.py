@@ -17,15 +17,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from seq2seq.checkpoint import RunCheckpoints
 from seq2seq.config import Config
-from seq2seq.data.corpus import BatchPlan, Corpus, padding_fraction
+from seq2seq.data.corpus import Corpus, padding_fraction
 from seq2seq.device import resolve_device
 from seq2seq.training.average import average_at_end
 from seq2seq.training.heartbeat import Heartbeat
 from seq2seq.training.metrics import RunLog
-from seq2seq.training.progress import Clock, Progress, TrainingStopped, budget_used, cosine_rate, limit_reached
-from seq2seq.training.step import Step, build
+from seq2seq.training.plan import BatchPlan
+from seq2seq.training.progress import Clock, Progress, TrainingStopped, budget_used, cosine_rate, spent_budgets
+from seq2seq.training.run_checkpoints import RunCheckpoints
+from seq2seq.training.step import OptimizerStep, build
 from seq2seq.training.validation import measure
 
 __all__ = ["Progress", "Trainer", "TrainingStopped"]
@@ -41,7 +42,7 @@ class Trainer:
         tok = corpus.tokenizer
         self.parts = build(cfg, tok.src_vocab_size, tok.tgt_vocab_size, self.device)
         self.model = self.parts.model
-        self.step = Step(cfg, self.parts, self.device)
+        self.optimizer_step = OptimizerStep(cfg, self.parts, self.device)
         self.plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed,
                               corpus.resegmenter(cfg.data))
         self.clock = Clock(self.device)
@@ -57,12 +58,6 @@ class Trainer:
         self.log.rewrite(self.progress.history)
         p = self.progress
         log.info("resumed from %s at step %d (epoch %d, batch %d)", path, p.step, p.epoch, p.batch_in_epoch)
-        if self.cfg.data.sampling_alpha is not None:
-            log.info("subword sampling is on (data.sampling_alpha=%s): SentencePiece's draws differ from one process "
-                     "to the next whatever the seed, so the rest of this run sees other, equally likely segmentations "
-                     "than an uninterrupted run would have, and the rest of this epoch, batched anew, repeats some "
-                     "of its sentences and misses others; data.sampling_alpha=null makes resuming bitwise exact",
-                     self.cfg.data.sampling_alpha)
 
     def init_from(self, path: Path, reset: str) -> None:
         """Start this new run from the weights (and with ``reset=none`` the optimizer state) of ``path``."""
@@ -110,7 +105,7 @@ class Trainer:
         for group in steps:
             self.schedule()
             start = time.monotonic()
-            result = self.step([self.plan.batch(positions) for positions in group], p)
+            result = self.optimizer_step([self.plan.batch(positions) for positions in group], p)
             p.train_s += time.monotonic() - start
             p.step, p.batch_in_epoch, p.tokens = p.step + 1, p.batch_in_epoch + result.batches, p.tokens + result.tokens
             window_tokens += result.tokens
@@ -142,10 +137,10 @@ class Trainer:
         p, t = self.progress, self.cfg.train
         if t.max_minutes is not None:
             self.clock.agree()  # rank 0's clock decides for every rank
-        reason = limit_reached(t, p, self.clock.agreed_s)
-        if reason:
-            log.info("%s: validating and saving", reason)
-            p.stopped = reason.split("=")[0]
+        spent = spent_budgets(t, p, self.clock.agreed_s)
+        if spent:
+            log.info("%s reached: validating and saving", spent[0])
+            p.stopped = spent[0].split("=")[0]
             self.validate_round()
             return True
         if t.valid_every_steps and p.step % t.valid_every_steps == 0:
@@ -169,16 +164,11 @@ class Trainer:
             return True
         return False
 
-    def measure(self) -> tuple[dict[str, Any], float]:
-        """The validation record and the exact BLEU (rank 0 measures, every rank gets its numbers)."""
-        scores, bleu = measure(self.model, self.corpus, self.cfg)
-        p = self.progress
-        return {"kind": "valid", "step": p.step, "epoch": p.epoch, **scores, "lr": self.parts.lr}, bleu
-
     def validate(self) -> dict[str, Any]:
         """Rank 0 measures; every rank updates the schedule and early-stopping state; rank 0 saves best.pt."""
-        record, bleu = self.measure()
+        scores, bleu = measure(self.model, self.corpus, self.cfg)  # every rank gets rank 0's numbers
         p = self.progress
+        record = {"kind": "valid", "step": p.step, "epoch": p.epoch, **scores, "lr": self.parts.lr}
         if self.cfg.optim.schedule == "plateau":
             self.parts.scheduler.step(bleu)
         improved = p.record(record, bleu)

@@ -18,7 +18,7 @@ import torch
 
 from seq2seq.config import Config
 from seq2seq.data.corpus import Corpus, Example, collate, make_batches
-from seq2seq.inference.evaluate import score
+from seq2seq.inference.bleu import corpus_scores
 from seq2seq.inference.translator import Translator
 from seq2seq.nn.loss import token_loss
 from seq2seq.nn.model import Seq2Seq
@@ -52,6 +52,6 @@ def _measure(model: Seq2Seq, corpus: Corpus, cfg: Config) -> tuple[dict[str, Any
     greedy = dataclasses.replace(cfg.decode, beam_size=1, nbest=1)
     sources, references = corpus.valid_lines
     hypotheses = Translator(model, corpus.tokenizer, cfg, greedy).translate(sources)
-    scores = score(hypotheses, references)
+    scores = corpus_scores(hypotheses, references)
     return {"loss": round(loss, 6), "ppl": round(math.exp(min(loss, 50)), 4), "bleu": round(scores.bleu, 4),
             "chrf": round(scores.chrf, 4)}, scores.bleu

@@ -1,43 +1,77 @@
-"""sacreBLEU scoring, and the inputs and outputs of ``seq2seq-evaluate`` (a split of the checkpoint's corpus
-or a src / ref file pair)."""
+"""seq2seq-evaluate: translate a split of the checkpoint's corpus (or a src / ref file pair), write the
+hypotheses, score them, and draw the attention of the first sentences."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import sacrebleu
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
+from seq2seq.cli import prompt
 from seq2seq.cli.schemas import EvaluateConfig
 from seq2seq.config import DataConfig
-from seq2seq.data.corpus import corpus_path, read_lines
+from seq2seq.data.corpus import corpus_path
 from seq2seq.errors import DataError
+from seq2seq.files import read_aligned, read_lines
+from seq2seq.inference.bleu import corpus_scores
+from seq2seq.inference.translator import Translator
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Scores:
-    bleu: float
-    chrf: float
-    bleu_signature: str
-    chrf_signature: str
-    bleu_text: str = ""  # sacreBLEU's own report line, as ``sacrebleu -f text -w 2`` prints it
-    chrf_text: str = ""
-
-
-def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = False) -> Scores:
-    """Corpus BLEU (13a, cased unless ``lowercase``) and chrF on detokenized text, with signatures."""
-    bleu = sacrebleu.metrics.BLEU(lowercase=lowercase)
-    chrf = sacrebleu.metrics.CHRF()
-    b = bleu.corpus_score(list(hypotheses), [list(references)])
-    c = chrf.corpus_score(list(hypotheses), [list(references)])
-    b_sig, c_sig = str(bleu.get_signature()), str(chrf.get_signature())
-    return Scores(b.score, c.score, b_sig, c_sig, b.format(width=2, signature=b_sig),
-                  c.format(width=2, signature=c_sig))
+def run(cfg: EvaluateConfig) -> None:
+    """Translate ``cfg``'s input with its checkpoint, write the hypotheses, print the scores (when there is a
+    reference) and save the attention plots asked for."""
+    if cfg.decode.nbest > 1:
+        log.info("decode.nbest=%d ignored: seq2seq-evaluate scores the best translation", cfg.decode.nbest)
+    decode = dataclasses.replace(cfg.decode, nbest=1)
+    translator = Translator.from_config(cfg, decode)
+    inputs = resolve_inputs(cfg, translator.config.data)
+    if inputs.out != "-":
+        check_writable(inputs.out, "out=")  # before the work, not after it
+    if cfg.attention_plots and cfg.attention_plots_n:
+        check_plot_dir(cfg.attention_plots)
+    sources, refs = read_inputs(inputs)
+    if not sources:
+        raise DataError(f"{inputs.src} is empty; give a file with one sentence per line")
+    log.info("translating %s (%s): %d sentences, beam %d, alpha %g", inputs.name, inputs.src, len(sources),
+             decode.beam_size, decode.alpha)
+    start = time.perf_counter()
+    bar = tqdm(total=len(sources), desc="translating", unit="sent", dynamic_ncols=True, leave=False,
+               disable=None, mininterval=1.0)  # no bar unless a terminal
+    with logging_redirect_tqdm(), bar:
+        results = translator.translations(sources, progress=bar.update)
+    seconds = time.perf_counter() - start
+    log.info("translated %d sentences in %.1f s: %.1f sentences/s", len(sources), seconds,
+             len(sources) / max(seconds, 1e-9))
+    hyps = [r.text for r in results]
+    if inputs.out == "-":
+        sys.stdout.writelines(h + "\n" for h in hyps)
+        sys.stdout.flush()
+    else:
+        write_lines(inputs.out, hyps)
+        log.info("hypotheses written to %s", inputs.out)
+    if refs is not None:
+        scores = corpus_scores(hyps, refs)
+        lines = [scores.bleu_text, scores.chrf_text]
+        if cfg.lowercase:
+            lines.append(corpus_scores(hyps, refs, lowercase=True).bleu_text)
+        # the scores go to stdout, unless the hypotheses went there (out=-)
+        print("\n".join(lines), file=sys.stderr if inputs.out == "-" else sys.stdout, flush=True)
+    if cfg.attention_plots and cfg.attention_plots_n:
+        n = min(cfg.attention_plots_n, len(sources))
+        for number, (source, result) in enumerate(zip(sources[:n], results[:n], strict=True), 1):
+            prompt.save_plots(cfg.attention_plots, number, source, result,
+                              prompt.attention_maps(translator, result, cfg.per_head))
+        log.info("attention plots of the first %d sentences in %s", n, cfg.attention_plots)
 
 
 # ---- seq2seq-evaluate's inputs and outputs ------------------------------------------------------
@@ -51,9 +85,6 @@ class EvalInputs:
     src: Path
     ref: Path | None  # None: only translate
     out: str  # hypotheses file, or "-" for stdout
-
-
-SPLIT_ALIASES = ("train", "valid", "test")  # stand for data.{train,valid,test}_split when no such file exists
 
 
 def resolve_inputs(cfg: EvaluateConfig, data: DataConfig) -> EvalInputs:
@@ -108,14 +139,9 @@ def _split_name(split: str, directory: Path, data: DataConfig) -> str:
 
 def read_inputs(inputs: EvalInputs) -> tuple[list[str], list[str] | None]:
     """Source lines and reference lines (or None); their line counts must match."""
-    src = read_lines(inputs.src)
     if inputs.ref is None:
-        return src, None
-    ref = read_lines(inputs.ref)
-    if len(src) != len(ref):
-        raise DataError(f"misaligned files: {inputs.src} has {len(src)} lines but {inputs.ref} has "
-                        f"{len(ref)}; line n of the reference must translate line n of the source")
-    return src, ref
+        return read_lines(inputs.src), None
+    return read_aligned(inputs.src, inputs.ref, "files (source and reference)")
 
 
 def write_lines(path: str | Path, lines: Sequence[str]) -> None:

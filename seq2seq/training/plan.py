@@ -1,0 +1,53 @@
+"""Every epoch's batches, reproducible from (seed, epoch), and this process's share of them under torchrun."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from seq2seq.data.corpus import Batch, Example, collate, make_batches
+from seq2seq.training import distributed
+
+
+class BatchPlan:
+    """Every epoch's batches, reproducible from (seed, epoch): resuming mid-epoch rebuilds the same plan.
+
+    ``resegment(epoch_seed)``, when given, returns the epoch's examples (a sampled segmentation); the
+    positions in a batch then refer to those. SentencePiece's sampling repeats only within one process, so in
+    another process the plan is rebuilt from other pieces (other lengths, so other batches): a run resumed
+    mid-epoch then sees some of that epoch's sentences twice and misses others (README, *Reliability*).
+    """
+
+    def __init__(self, examples: Sequence[Example], batch_tokens: int, batch_sentences: int | None, seed: int,
+                 resegment: Callable[[int], list[Example]] | None = None) -> None:
+        self.examples, self.seed, self.resegment = examples, seed, resegment
+        self.batch_tokens, self.batch_sentences = batch_tokens, batch_sentences
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        epoch_seed = self.seed * 1000 + epoch
+        if self.resegment is not None:
+            self.examples = self.resegment(epoch_seed)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        return make_batches(self.examples, self.batch_tokens, self.batch_sentences, generator)
+
+    def batch(self, positions: Sequence[int]) -> Batch:
+        return collate([self.examples[i] for i in positions])
+
+    def steps(self, batches: list[list[int]], done: int, accumulate: int) -> list[list[list[int]]]:
+        """What is left of an epoch (``batches``: all of it; ``done`` of them trained on) for this process:
+        groups of ``accumulate`` batches, one per optimizer step.
+
+        Under torchrun the epoch's batch list is built exactly as in a single process, then sharded (global
+        batch i to rank i % world): step k of the epoch trains on global batches k*A*W .. (k+1)*A*W - 1, so
+        ``done`` (global) / world is this rank's position in its shard. The last step of an epoch may have
+        fewer than A batches.
+        """
+        world = distributed.world_size()
+        mine = distributed.shard(batches, distributed.rank(), world)[done // world:]
+        return [mine[i:i + accumulate] for i in range(0, len(mine), accumulate)]
+
+    @staticmethod
+    def usable(batches: list[list[int]]) -> int:
+        """How many of the epoch's batches are trained on, all processes together."""
+        return distributed.usable(len(batches), distributed.world_size())
