@@ -114,8 +114,10 @@ class Identity:
 
     @staticmethod
     def of(payload: dict[str, Any], path: str | Path = "checkpoint") -> Identity:
-        cfg, tok = checkpoint_config(payload, path), tokenizer_from(payload)
-        return Identity((cfg.data.src_lang, cfg.data.tgt_lang), to_dict(cfg.model), tok.src_model, tok.target_model)
+        cfg, tok = checkpoint_config(payload, path), payload["tokenizer"]
+        pair = tuple(payload.get("pair") or (cfg.data.src_lang, cfg.data.tgt_lang))
+        src = bytes(tok["src"])
+        return Identity(pair, to_dict(cfg.model), src, src if tok["tgt"] is None else bytes(tok["tgt"]))
 
     @staticmethod
     def of_run(cfg: Config, tokenizer: Tokenizer) -> Identity:
@@ -139,18 +141,21 @@ def check_compatible(path: str | Path, found: Identity, wanted: Identity, wanted
                                    ("target", found.tgt_model, wanted.tgt_model)):
             if bytes(mine) != bytes(theirs):
                 sizes = (_pieces(mine), _pieces(theirs))
-                detail = (f"{sizes[0]} pieces there, {sizes[1]} in {wanted_name}" if sizes[0] != sizes[1]
-                          else "as many pieces, but other ones")
+                detail = (f"{sizes[0]} pieces there, {sizes[1]} in {wanted_name}"
+                          if None not in sizes and sizes[0] != sizes[1] else "other pieces")
                 problem = f"its {side} vocabulary (SentencePiece model) differs ({detail})"
                 break
     if problem:
         raise CheckpointError(f"{path} does not fit {wanted_name}: {problem}; {fix}")
 
 
-def _pieces(model: bytes) -> int:
+def _pieces(model: bytes) -> int | None:
     import sentencepiece as spm
 
-    return spm.SentencePieceProcessor(model_proto=bytes(model)).get_piece_size()
+    try:
+        return spm.SentencePieceProcessor(model_proto=bytes(model)).get_piece_size()
+    except (RuntimeError, TypeError):  # a damaged model: its size is unknown
+        return None
 
 
 def decoding_payload(payload: dict[str, Any]) -> dict[str, Any]:

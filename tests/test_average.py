@@ -11,10 +11,11 @@ import pytest
 import torch
 from conftest import toy_config, train_toy
 
-from seq2seq.checkpoint import check_resumable, kept_checkpoints, load_checkpoint, load_model, save_checkpoint
+from seq2seq.checkpoint import kept_checkpoints, load_checkpoint, load_model, save_checkpoint, tokenizer_from
 from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.inference.translator import Translator
 from seq2seq.training.average import average_checkpoints, write_average
+from seq2seq.training.run_checkpoints import check_resumable
 
 AVERAGE = "from seq2seq.cli.main import average; average()"
 
@@ -52,14 +53,15 @@ def test_checkpoints_of_other_models_or_vocabularies_are_refused(toy_run: Path, 
     payload = load_checkpoint(toy_run / "best.pt")
     other_model = payload | {"config": payload["config"] | {"model": payload["config"]["model"] | {"dropout": 0.2}}}
     save_checkpoint(tmp_path / "dropout.pt", other_model)
-    with pytest.raises(CheckpointError, match=r"cannot average .*dropout\.pt with .*best\.pt: model\.dropout is 0\.2"):
+    with pytest.raises(CheckpointError, match=r"dropout\.pt does not fit .*best\.pt: its model settings differ "
+                                              r"\(model\.dropout=0\.2 -> 0\.\d"):
         average_checkpoints([toy_run / "best.pt", tmp_path / "dropout.pt"])
     other_vocab = payload | {"tokenizer": {"src": payload["tokenizer"]["src"] + b"x", "tgt": None}}
     save_checkpoint(tmp_path / "vocab.pt", other_vocab)
-    with pytest.raises(CheckpointError, match=r"vocab\.pt with .*: its src SentencePiece model \(vocabulary\) differs"):
+    with pytest.raises(CheckpointError, match=r"vocab\.pt does not fit .*: its source vocabulary"):
         average_checkpoints([toy_run / "best.pt", tmp_path / "vocab.pt"])
     save_checkpoint(tmp_path / "pair.pt", payload | {"pair": ["xx", "yy"]})
-    with pytest.raises(CheckpointError, match=r"pair\.pt with .*: it translates xx-yy"):
+    with pytest.raises(CheckpointError, match=r"pair\.pt does not fit .*: it translates xx-yy"):
         average_checkpoints([toy_run / "best.pt", tmp_path / "pair.pt"])
 
 
@@ -86,7 +88,8 @@ def test_keep_checkpoints_keeps_the_newest_and_averages_them(kept_run: Path) -> 
 def test_a_weights_only_checkpoint_is_not_resumed(kept_run: Path, tmp_path: Path) -> None:
     cfg = toy_config(tmp_path)
     with pytest.raises(ConfigError, match="holds weights only .* resume from the run's last.pt"):
-        check_resumable(load_checkpoint(kept_run / "avg.pt"), cfg, kept_run / "avg.pt")
+        payload = load_checkpoint(kept_run / "avg.pt")
+        check_resumable(payload, cfg, kept_run / "avg.pt", tokenizer_from(payload))
 
 
 def test_average_at_end_needs_kept_checkpoints(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import toy_config, train_toy
 
-from seq2seq.checkpoint import check_resumable, load_checkpoint, load_model, save_checkpoint
+from seq2seq.checkpoint import load_checkpoint, load_model, save_checkpoint, tokenizer_from
 from seq2seq.data.corpus import load_corpus
 from seq2seq.errors import CheckpointError, ConfigError
+from seq2seq.training.run_checkpoints import check_resumable
 from seq2seq.training.step import OptimizerStep
 from seq2seq.training.trainer import Trainer
 
@@ -153,7 +154,7 @@ def cli(tmp: Path, run: str, *extra: str) -> list[str]:
 VICTIM = """
 import sys, time
 from pathlib import Path
-from seq2seq.checkpoint import RunCheckpoints
+from seq2seq.training.run_checkpoints import RunCheckpoints
 from seq2seq.cli.main import train
 
 marker, kill_at = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
@@ -199,11 +200,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
 
 def test_resume_refuses_another_language_pair_or_model(tmp_path: Path, toy_run: Path) -> None:
     payload = load_checkpoint(toy_run / "last.pt")
-    for override, message in (("data.tgt_lang=xx", "trained on src-tgt, not on the requested src-xx"),
-                              ("model.dec_hidden=64", r"other model settings \(model.dec_hidden=128 -> 64"),
-                              ("seed=1", r"finished run and train\.\w+=\d+ .* is already reached.*init_from=")):
-        with pytest.raises(ConfigError, match=message):
-            check_resumable(payload, toy_config(tmp_path, override), toy_run / "last.pt")
+    tokenizer = tokenizer_from(payload)
+    for override, error, message in (
+            ("data.tgt_lang=xx", CheckpointError, "does not fit this run: it translates src-tgt, not src-xx"),
+            ("model.dec_hidden=64", CheckpointError, r"its model settings differ \(model.dec_hidden=128 -> 64"),
+            ("seed=1", ConfigError, r"finished run and train\.\w+=\d+ .* is already reached.*init_from=")):
+        with pytest.raises(error, match=message):
+            check_resumable(payload, toy_config(tmp_path, override), toy_run / "last.pt", tokenizer)
 
 
 def test_a_checkpoint_from_before_a_new_model_key_can_be_resumed(tmp_path: Path, toy_run: Path) -> None:
@@ -211,7 +214,7 @@ def test_a_checkpoint_from_before_a_new_model_key_can_be_resumed(tmp_path: Path,
     payload = load_checkpoint(toy_run / "last.pt")
     del payload["config"]["model"]["attention_heads"]
     payload["progress"]["finished"] = False
-    check_resumable(payload, toy_config(tmp_path), toy_run / "last.pt")
+    check_resumable(payload, toy_config(tmp_path), toy_run / "last.pt", tokenizer_from(payload))
 
 
 def test_a_finished_run_continues_with_a_larger_budget(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -220,7 +223,8 @@ def test_a_finished_run_continues_with_a_larger_budget(tmp_path: Path, caplog: p
     assert first.progress.finished and first.progress.stopped == "train.max_steps"
     payload = load_checkpoint(run_dir / "last.pt")
     with pytest.raises(ConfigError, match=r"train\.max_steps=6 \(step 6\) is already reached"):
-        check_resumable(payload, toy_config(tmp_path, "train.max_steps=6"), run_dir / "last.pt")
+        check_resumable(payload, toy_config(tmp_path, "train.max_steps=6"), run_dir / "last.pt",
+                        tokenizer_from(payload))
 
     cfg = toy_config(tmp_path, "train.max_steps=10")
     longer = Trainer(cfg, load_corpus(cfg.data), run_dir)
@@ -258,14 +262,15 @@ def test_init_from_starts_a_new_run_from_the_weights(tmp_path: Path, toy_run: Pa
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("model.dec_hidden=64", r"init_from needs a model with the checkpoint's model settings|model.dec_hidden=128 -> 64"),
-    ("data.spm_type=bpe", r"another source vocabulary than this run \(.*pieces.*\); use the data\.\* settings"),
+    ("model.dec_hidden=64", r"does not fit this run: its model settings differ \(model.dec_hidden=128 -> 64"),
+    ("data.spm_type=bpe", r"does not fit this run: its source vocabulary \(SentencePiece model\) differs "
+                          r"\(.*pieces.*\)"),
 ])
 def test_init_from_refuses_another_model_or_vocabulary(tmp_path: Path, toy_run: Path, override: str,
                                                        message: str) -> None:
     cfg = toy_config(tmp_path, override)
     trainer = Trainer(cfg, load_corpus(cfg.data), tmp_path)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(CheckpointError, match=message):
         trainer.init_from(toy_run / "best.pt", "optimizer")
 
 

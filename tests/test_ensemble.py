@@ -104,13 +104,13 @@ def test_members_with_other_segmentation_vocabulary_or_pair_are_refused(toy_run:
     data = compose(["experiment=toy", f"data.cache_dir={tmp_path / 'cache'}", "data.spm_type=bpe"]).data
     bpe = build_tokenizer(data, lines, lines)
     save_member(tmp_path / "bpe.pt", toy_run, bpe)
-    with pytest.raises(CheckpointError, match=r"ensemble member .*bpe\.pt has another source segmentation "
-                                              r"\(SentencePiece model\) than .*best\.pt"):
+    with pytest.raises(CheckpointError, match=r"bpe\.pt does not fit .*best\.pt: its source vocabulary "
+                                              r"\(SentencePiece model\) differs"):
         Translator.from_checkpoint(best, device="cpu", ensemble=[fine, tmp_path / "bpe.pt"])
     toy = Tokenizer(bytes(load_checkpoint(best)["tokenizer"]["src"]))
     save_member(tmp_path / "tgt.pt", toy_run, Tokenizer(toy.src_model, bpe.src_model))
-    with pytest.raises(CheckpointError, match=r"tgt\.pt has another target vocabulary"):
+    with pytest.raises(CheckpointError, match=r"tgt\.pt does not fit .*: its target vocabulary"):
         Translator.from_checkpoint(best, device="cpu", ensemble=[tmp_path / "tgt.pt"])
     save_member(tmp_path / "pair.pt", toy_run, tgt_lang="xx")
-    with pytest.raises(CheckpointError, match=r"pair\.pt translates src-xx, but .*best\.pt translates src-tgt"):
+    with pytest.raises(CheckpointError, match=r"pair\.pt does not fit .*best\.pt: it translates src-xx, not src-tgt"):
         Translator.from_checkpoint(best, device="cpu", ensemble=[tmp_path / "pair.pt"])
