@@ -47,8 +47,8 @@ VARIANTS = {
 }
 # A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in
 # about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget
-# of 12 epochs over which the cosine schedule anneals the rate from 4e-3 (calibrated: README, *The comparison
-# study*), and no early stopping, so every variant gets the same training.
+# of 12 epochs over which the cosine schedule anneals the rate from 4e-3 (calibrated: docs/attention-study.md,
+# *The budget, calibrated*), and no early stopping, so every variant gets the same training.
 STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
          "model.dropout=0.2", "optim.lr=4e-3", "train.max_minutes=null", "train.max_epochs=12", "train.patience=100",
          "threads=1"]

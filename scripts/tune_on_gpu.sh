@@ -1,5 +1,5 @@
 #!/bin/bash
-# The validation-set search behind the default config (README "Results"), run on one GPU machine:
+# The validation-set search behind the default config (docs/results.md, Tuning), run on one GPU machine:
 # every candidate gets the step budget the default model gets from 60 minutes on the 2-core CPU
 # (~2,900 steps of 3,000 tokens at ~2,200 target tokens/s), all candidates in parallel on one GPU,
 # two seeds for the close ones. Test data is never read. Prints validation BLEU per epoch.
@@ -8,7 +8,7 @@
 set -uo pipefail
 OUT=${1:-runs/tune_gpu}
 STEPS=${STEPS:-2900}
-# optim.schedule=plateau: README's tuning table was measured with it (SCHEDULE=cosine for today's default)
+# optim.schedule=plateau: the tuning table in docs/results.md was measured with it (SCHEDULE=cosine for today's default)
 TRAIN="python3 -m seq2seq.train device=cuda threads=1 train.save_every_steps=100000 train.max_minutes=null \
   optim.schedule=${SCHEDULE:-plateau}"
 export OMP_NUM_THREADS=1 TQDM_DISABLE=1

@@ -54,7 +54,7 @@ class DataConfig:
     # Subword regularization (Kudo 2018): every epoch re-segments the training pairs by sampling. For unigram
     # alpha smooths the sampling distribution (smaller = more varied); for bpe it is the merge-dropout rate
     # (Provilkov et al. 2020). nbest -1 samples from all segmentations. null = the one best segmentation.
-    # 0.4 on Multi30k: val beam 5 39.19 against 38.42 without (README, Tuning).
+    # 0.4 on Multi30k: val beam 5 39.19 against 38.42 without (docs/results.md, Tuning).
     sampling_alpha: float | None = 0.4
     sampling_nbest: int = -1
 
@@ -91,7 +91,7 @@ class ModelConfig:
     attention_size: int = 512  # hidden size of additive scores (bahdanau, luong_concat), the heads' shared width
     attention_window: int | None = None  # D of Luong local-p attention; unset = global attention
     attention_heads: int = 4  # heads of multihead attention (they share attention_size)
-    tie_embeddings: bool = False  # share the target embedding matrix with the output layer (README, Tuning)
+    tie_embeddings: bool = False  # share the target embedding matrix with the output layer (docs/results.md, Tuning)
 
     @property
     def memory_size(self) -> int:
@@ -198,7 +198,7 @@ class DecodeConfig:
 
     beam_size: int = 5
     alpha: float = 1.25  # GNMT length penalty; 0 disables it. Multi30k val (beam 5): 0.6 37.05, 1.0 37.25,
-    # 1.25 37.42, 1.5 37.32, 2.0 37.37 (README, Tuning)
+    # 1.25 37.42, 1.5 37.32, 2.0 37.37 (docs/results.md, Tuning)
     max_len_a: float = 1.5  # output limit a * source_length + b
     max_len_b: int = 10
     nbest: int = 1

@@ -3,8 +3,8 @@
 **OpenMP waiting.** torch runs its intra-op parallel regions on GNU OpenMP, whose threads spin for
 about 300,000 iterations at every barrier before they sleep. When another process holds one of the
 cores, the thread that should finish the region is descheduled while its partner spins for it: two
-threads beside one busy process trained the toy model 3.4x slower than one thread (issue 18;
-``scripts/thread_contention.py`` measures it). ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep
+threads beside one busy process trained the toy model 3.4x slower than one thread
+(``scripts/thread_contention.py`` measures it). ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep
 at once, so a loaded machine costs in proportion to the load, but on an idle machine it halved the toy
 model's speed with 2 threads (waking a thread costs more than a short spin). A short spin,
 ``GOMP_SPINCOUNT=1000``, keeps the idle speed and softens the collapse without removing it. So
@@ -12,9 +12,9 @@ model's speed with 2 threads (waking a thread costs more than a short spin). A s
 a core busy (``BUSY_LOAD`` cores or more, :func:`busy_cores`), the short spin otherwise. The load is what
 the CPUs do in the quarter second before the start, not the 1-minute load average: that one still counts
 work that has just ended (``make train``'s pip install, a test run), and a 60-minute run started after it
-waited passively on an idle machine, 10-13% slower than with the short spin (README, *On a shared
-machine*). libgomp reads these once, when torch is imported, so the console scripts call it first thing;
-a value the user set (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is left alone.
+waited passively on an idle machine, 10-13% slower than with the short spin (docs/threads.md). libgomp
+reads these once, when torch is imported, so the console scripts call it first thing; a value the user set
+(``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is left alone.
 
 **malloc.** glibc serves every allocation over 32 MiB with a fresh ``mmap`` and unmaps it on free, so
 each training step page-faults its (N, V) logits, log-probs and their gradients in again: on this
@@ -46,8 +46,10 @@ _busy_at_start: list[float] = []  # what openmp_defaults() measured in this proc
 
 
 def openmp_defaults(environ: MutableMapping[str, str] | None = None, load: float | None = None) -> list[str]:
-    """Set :data:`WHEN_BUSY` or :data:`WHEN_IDLE` in ``environ`` (``os.environ``) by the 1-minute ``load``
-    average (now, by default), unless the user chose a wait policy or spin count; returns the names it set.
+    """Set :data:`WHEN_BUSY` or :data:`WHEN_IDLE` in ``environ`` (``os.environ``) by ``load``, the cores other
+    processes keep busy: by default :func:`busy_cores` measures it now, the CPUs' busy share in /proc/stat over
+    a quarter second (so work that has just ended does not count; the 1-minute load average only where there
+    is no /proc/stat). Does nothing when the user chose a wait policy or spin count; returns the names it set.
     Only takes effect when called before torch is imported."""
     env = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:

@@ -236,7 +236,7 @@ def test_a_finished_run_continues_with_a_larger_budget(tmp_path: Path, caplog: p
 
 
 def test_resuming_with_subword_sampling_says_it_is_not_exact(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """SentencePiece's sampling is not reproducible across processes (README, *Reliability*): a resume says so."""
+    """SentencePiece's sampling is not reproducible across processes (docs/reliability.md): a resume says so."""
     for alpha, says in (("0.1", True), ("null", False)):
         _, run_dir = train_toy(tmp_path / alpha, "train.max_steps=2", f"data.sampling_alpha={alpha}")
         cfg = toy_config(tmp_path / alpha, "train.max_steps=4", f"data.sampling_alpha={alpha}")

@@ -1,7 +1,7 @@
 """The page in a real headless browser (Chromium through Selenium): type, translate, read the heat-map.
 
 Skips unless Chromium and its driver are installed (Debian: ``apt-get install -y chromium chromium-driver``;
-``.ci/run`` installs them). The screenshot goes to ``$SEQ2SEQ_SCREENSHOT`` (README's docs/serve.png was
+``.ci/run`` installs them). The screenshot goes to ``$SEQ2SEQ_SCREENSHOT`` (docs/serve.png was
 taken with the default Multi30k model: ``SEQ2SEQ_SERVE_CHECKPOINT=runs/x/best.pt
 SEQ2SEQ_SERVE_SENTENCE='A man rides a bike.' SEQ2SEQ_SCREENSHOT=docs/serve.png pytest tests/test_serve_browser.py``),
 else into the test's temporary directory.

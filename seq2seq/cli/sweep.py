@@ -7,7 +7,7 @@ point prints a table, overrides -> best validation BLEU, read from each job's fi
 ``{sweep dir}/summary.tsv``.
 
 Why in the entry point and not a Hydra Callback (``hydra.callbacks`` in train.yaml): a callback is named
-by a ``_target_`` import path in a config, and our configs name no code (DESIGN.md). The price: the jobs
+by a ``_target_`` import path in a config, and our configs name no code (docs/developing.md). The price: the jobs
 report their sweep directory in this process, which holds for Hydra's basic launcher (the one that
 ships); with a launcher plugin that runs jobs elsewhere the table is not printed.
 """

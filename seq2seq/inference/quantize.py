@@ -6,7 +6,7 @@ observed range (Jacob et al. 2018; PyTorch's "dynamic quantization"). The decode
 Linear layers stepped by hand (seq2seq/nn/decoder.py, StackedCell), so the recurrence, the attention's
 projections, the deep output and the vocabulary projection all run as int8 matrix products;
 embeddings, softmax, attention scores and search stay in float32. The model works on the CPU only.
-README, "int8 on the CPU", has the measured speed and BLEU.
+docs/beyond.md, "int8 on the CPU", has the measured speed and BLEU.
 """
 
 from __future__ import annotations

@@ -39,9 +39,9 @@ class StepModel(Protocol):
 class SearchResult:
     """n-best output per sentence, best first.
 
-    tokens: [B][n] token ids without BOS and EOS.
-    scores: [B][n] ranking score: length-penalised log-prob sum (beam) or plain sum (greedy).
-    attention: [B][n] FloatTensor (len+1, S_b): one row per emitted token including EOS
+    tokens: ``[B][n]`` token ids without BOS and EOS.
+    scores: ``[B][n]`` ranking score: length-penalised log-prob sum (beam) or plain sum (greedy).
+    attention: ``[B][n]`` FloatTensor (len+1, S_b): one row per emitted token including EOS
         (len rows when the hypothesis hit its length limit without EOS); S_b = true source length.
     """
 

@@ -2,7 +2,7 @@
 
 Every decoder runs teacher-forced over T steps with the same code that decodes one step (T = 1),
 so the two agree. Only the recurrence runs step by step: the embeddings' share of the RNN input
-projection and the vocabulary projection are computed for all steps at once (DESIGN.md, 11).
+projection and the vocabulary projection are computed for all steps at once (docs/developing.md, conventions).
 
 Shapes: B batch, T target length, S source length, E embedding, H decoder hidden, Hm memory,
 L decoder layers, V target vocabulary, G = 3H (GRU) or 4H (LSTM) gate width.
@@ -130,7 +130,7 @@ class BahdanauDecoder(Decoder):
     s_i = f(s_{i-1}, [E y_{i-1}; c_i]); deep output t_i = maxout(U_o s_i + V_o E y_{i-1} + C_o c_i) from
     the new state as in eq. (4) (appendix A.2.2 writes s_{i-1} there). s_0 = tanh(W_s h<-_1) from the first
     backward encoder state. The GRU's reset gate acts in PyTorch's form r * (U s + b), where A.2.2 has
-    U (r * s) (README, "Where we depart from the papers").
+    U (r * s) (docs/attention.md, "Where we depart from the papers").
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:

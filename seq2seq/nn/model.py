@@ -29,7 +29,7 @@ class Seq2Seq(nn.Module):
         """Uniform(-0.1, 0.1) weights and zero biases for every variant: Luong et al. (2015, sec. 4.1)'s
         initialisation. Bahdanau et al. (2015, app. A.2.2) used orthogonal recurrent matrices, N(0, 0.001^2)
         for W_a and U_a, zeros for v_a and N(0, 0.01^2) elsewhere; we keep one initialisation so that the
-        variants differ only in their attention (README, "Where we depart from the papers")."""
+        variants differ only in their attention (docs/attention.md, "Where we depart from the papers")."""
         for name, p in self.named_parameters():
             if name.endswith("bias") or "bias_" in name:
                 nn.init.zeros_(p)

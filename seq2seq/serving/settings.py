@@ -15,7 +15,7 @@ class ServeConfig(TranslatorConfig):
 
     compare: str | None = None  # a second checkpoint, shown side by side on the page
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # a request may change beam_size, nbest, alpha
-    host: str = "127.0.0.1"  # 0.0.0.0 listens on every interface: put a reverse proxy in front (README)
+    host: str = "127.0.0.1"  # 0.0.0.0 listens on every interface: put a reverse proxy in front (docs/serving.md)
     port: int = 8000
     max_sentences: int = 32  # per request
     max_chars: int = 1000  # per sentence

@@ -16,7 +16,7 @@ class BatchPlan:
     ``resegment(epoch_seed)``, when given, returns the epoch's examples (a sampled segmentation); the
     positions in a batch then refer to those. SentencePiece's sampling repeats only within one process, so in
     another process the plan is rebuilt from other pieces (other lengths, so other batches): a run resumed
-    mid-epoch then sees some of that epoch's sentences twice and misses others (README, *Reliability*).
+    mid-epoch then sees some of that epoch's sentences twice and misses others (docs/reliability.md).
     """
 
     def __init__(self, examples: Sequence[Example], batch_tokens: int, batch_sentences: int | None, seed: int,
