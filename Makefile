@@ -22,8 +22,12 @@ data:
 train: setup
 	$(BIN)/seq2seq-train $(ARGS)
 
+# The checks CI runs, fastest first: lint, the import layers, the docs site, then the tests.
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .cache runs outputs multirun
+	rm -rf $(VENV) .cache runs outputs multirun site

@@ -56,7 +56,7 @@ class DataConfig:
     # (Provilkov et al. 2020). nbest -1 samples from all segmentations. null = the one best segmentation.
     # 0.4 on Multi30k: val beam 5 39.19 against 38.42 without (docs/results.md, Tuning).
     sampling_alpha: float | None = 0.4
-    sampling_nbest: int = -1
+    sampling_nbest: int = -1  # see sampling_alpha
 
     def __post_init__(self) -> None:
         check_choice("data.spm_type", self.spm_type, ("unigram", "bpe"))
@@ -197,8 +197,9 @@ class DecodeConfig:
     """Search settings shared by validation, seq2seq-evaluate and seq2seq-translate."""
 
     beam_size: int = 5
-    alpha: float = 1.25  # GNMT length penalty; 0 disables it. Multi30k val (beam 5): 0.6 37.05, 1.0 37.25,
-    # 1.25 37.42, 1.5 37.32, 2.0 37.37 (docs/results.md, Tuning)
+    # GNMT length penalty; 0 disables it. Multi30k val (beam 5): 0.6 37.05, 1.0 37.25, 1.25 37.42, 1.5 37.32,
+    # 2.0 37.37 (docs/results.md, Tuning)
+    alpha: float = 1.25
     max_len_a: float = 1.5  # output limit a * source_length + b
     max_len_b: int = 10
     nbest: int = 1

@@ -119,7 +119,7 @@ def setup(threads: int | None = None) -> int:
     load = load_average(float("nan"))
     busy = f", {_busy_at_start[0]:.1f} cores busy before the start" if _busy_at_start else ""
     log.info("CPU: %d torch thread%s (%s), %d core%s, load average %.1f%s; OpenMP: %s", count,
-             "" if count == 1 else "s", "threads=" if threads else "torch's default", cores,
+             "" if count == 1 else "s", f"threads={threads}" if threads else "torch's default", cores,
              "" if cores == 1 else "s", load, busy, describe_openmp())
     return count
 

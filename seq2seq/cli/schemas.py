@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seq2seq.cli import keyhelp
 from seq2seq.cli.keys import check_keys
 from seq2seq.config import Config, DecodeConfig, TranslatorConfig, check_positive, to_dataclass
 from seq2seq.errors import ConfigError
@@ -80,6 +81,10 @@ class ScoreConfig(TranslatorConfig):
         check_positive("batch_tokens", self.batch_tokens)
 
 
+SCHEMAS: dict[str, type] = {"train": Config, "evaluate": EvaluateConfig, "translate": TranslateConfig,
+                             "serve": ServeConfig, "average": AverageConfig, "score": ScoreConfig}
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (``train_schema`` is the first default of train.yaml)."""
     from hydra.core.config_store import ConfigStore
@@ -87,13 +92,10 @@ def register_configs() -> None:
     from seq2seq.cli.sweep import register_resolver
 
     register_resolver()  # ${seq2seq_dirname:...} in train.yaml's hydra.sweep.subdir
+    keyhelp.register_resolver(SCHEMAS)  # ${seq2seq_keys:NAME} in each config's --help
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=Config)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
-    cs.store(name="translate_schema", node=TranslateConfig)
-    cs.store(name="serve_schema", node=ServeConfig)
-    cs.store(name="average_schema", node=AverageConfig)
-    cs.store(name="score_schema", node=ScoreConfig)
+    for name, schema in SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=schema)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "train") -> Config:
