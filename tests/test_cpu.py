@@ -64,7 +64,7 @@ def test_setup_logs_threads_and_openmp(caplog: pytest.LogCaptureFixture) -> None
             assert cpu.setup(1) == 1
     finally:
         torch.set_num_threads(before)
-    assert "CPU: 1 torch thread (threads=)" in caplog.text and "OMP_WAIT_POLICY" in caplog.text
+    assert "CPU: 1 torch thread (threads=1)" in caplog.text and "OMP_WAIT_POLICY" in caplog.text
     assert "load average" in caplog.text
 
 
