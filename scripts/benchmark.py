@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from queue import Empty
 
 import torch
 
@@ -82,13 +83,13 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
     plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
     batches = [plan.batch(p) for p in plan.epoch(1)[: warmup + steps]]
     for batch in batches[:warmup]:
-        trainer.step([batch], trainer.progress)
+        trainer.optimizer_step([batch], trainer.progress)
     tgt = src = 0
     flops = 0.0
     v = corpus.tokenizer.tgt_vocab_size
     start = time.perf_counter()
     for batch in batches[warmup:]:
-        trainer.step([batch], trainer.progress)
+        trainer.optimizer_step([batch], trainer.progress)
         tgt += batch.n_tgt_tokens
         src += int(batch.src_lens.sum())
         flops += 3 * forward_flops(cfg.model, v, batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1))
@@ -134,7 +135,14 @@ def run_phase(target, *args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    result = queue.get()
+    while True:  # a phase that dies (an error, the OOM killer) must not leave us waiting forever
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"error: the {target.__name__} phase exited with status {proc.exitcode} "
+                                 "before reporting (its error is above)") from None
     proc.join()
     return result
 

@@ -72,7 +72,7 @@ def toy_trainer(tmp: Path, *overrides: str) -> Trainer:
 
 def train_step(trainer: Trainer, *batches: Batch) -> float | None:
     """One optimizer step of ``trainer`` over ``batches``: its loss, or None when skipped."""
-    return trainer.step(list(batches), trainer.progress).loss
+    return trainer.optimizer_step(list(batches), trainer.progress).loss
 
 
 def step_batches(trainer: Trainer, n: int = STEPS) -> list[list[int]]:

@@ -48,7 +48,7 @@ def test_precision_is_checked(tmp_path: Path) -> None:
 
 def test_single_process_trainer_moves_batches_to_its_device(tmp_path: Path) -> None:
     trainer = toy_trainer(tmp_path, "device=cpu")
-    assert trainer.device == torch.device("cpu") and trainer.step.world == 1
+    assert trainer.device == torch.device("cpu") and trainer.optimizer_step.world == 1
     batch = trainer.plan.batch(step_batches(trainer, 1)[0])
     assert isinstance(batch, Batch) and train_step(trainer, batch) is not None
 
@@ -89,4 +89,4 @@ def test_out_of_memory_names_the_batch_and_the_setting(tmp_path: Path, monkeypat
     monkeypatch.setattr(trainer.parts, "net", no_memory)
     batch = trainer.plan.batch(trainer.plan.epoch(1)[0])
     with pytest.raises(TrainingStopped, match=r"out of memory on a batch of \d+ sentences.*lower train.batch_tokens"):
-        trainer.step([batch], trainer.progress)
+        trainer.optimizer_step([batch], trainer.progress)
