@@ -138,8 +138,9 @@ def test_misaligned_files_exit_2_with_a_message(checkpoint: Path, tmp_path: Path
     ref.write_text("b a\n", encoding="utf-8")
     proc = run_evaluate(f"checkpoint={checkpoint}", f"src={src}", f"ref={ref}")
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines()[-1] == (f"error: misaligned files: {src} has 2 lines but {ref} has 1; "
-                                            "line n of the reference must translate line n of the source")
+    assert proc.stderr.splitlines()[-1] == (f"error: misaligned files (source and reference): {src} has 2 lines "
+                                            f"but {ref} has 1; line n of the second must translate line n of the "
+                                            "first")
 
 
 def test_missing_checkpoint_exits_2_with_a_message(tmp_path: Path) -> None:

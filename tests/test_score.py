@@ -75,4 +75,5 @@ def test_cli_prints_one_line_per_pair_in_order(toy_run: Path, translator: Transl
     proc = subprocess.run([sys.executable, "-c", SCORE, f"checkpoint={toy_run / 'best.pt'}",
                            f"src={tmp_path / 'cand.src'}", f"ref={tmp_path / 'short.tgt'}"],
                           capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 2 and "short.tgt has 1; line n of ref= must translate line n of src=" in proc.stderr
+    assert proc.returncode == 2
+    assert "short.tgt has 1; line n of the second must translate line n of the first" in proc.stderr

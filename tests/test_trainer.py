@@ -14,7 +14,6 @@ from seq2seq.config import DecodeConfig
 from seq2seq.data.corpus import read_parallel
 from seq2seq.inference.translator import Translator
 from seq2seq.nn.attention import Attention
-from seq2seq.training.trainer import Trainer
 
 
 def metrics(run_dir: Path, key: str) -> list:
@@ -97,15 +96,15 @@ def test_cosine_rates_follow_the_clock_under_a_time_budget(tmp_path: Path, fake_
 
 
 def test_plateau_rates_drop_only_when_bleu_stalls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from seq2seq.training.trainer import Trainer
+    from seq2seq.training import trainer as trainer_module
 
-    measure = Trainer.measure
+    measure = trainer_module.measure
 
-    def flat_bleu(self: Trainer) -> tuple[dict, float]:
-        record, _ = measure(self)
-        return record | {"bleu": 10.0}, 10.0
+    def flat_bleu(*args: object) -> tuple[dict, float]:
+        scores, _ = measure(*args)
+        return scores | {"bleu": 10.0}, 10.0
 
-    monkeypatch.setattr(Trainer, "measure", flat_bleu)
+    monkeypatch.setattr(trainer_module, "measure", flat_bleu)
     trainer, run_dir = train_toy(tmp_path, "optim.schedule=plateau", "optim.lr_patience=1", "optim.lr_decay=0.5",
                                  "train.max_steps=8", "train.valid_every_steps=2", "train.patience=10")
     rates = metrics(run_dir, "lr")

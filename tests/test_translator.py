@@ -11,6 +11,7 @@ from conftest import LONG, run_translate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seq2seq.config import TranslatorConfig
 from seq2seq.errors import ConfigError, Seq2SeqError
 from seq2seq.inference.translator import SourceTooLong, Translator
 
@@ -79,13 +80,13 @@ def test_long_source_is_truncated_with_a_warning(translator: Translator,
 
 
 def test_unknown_long_source_policy_is_refused(toy_run: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown max_src_len_policy 'cut'; choose one of truncate, error"):
-        Translator.from_checkpoint(toy_run / "best.pt", device="cpu", max_src_len_policy="cut")
+    with pytest.raises(ConfigError, match="unknown max_src_len_policy 'cut'; choose one of error, truncate"):
+        Translator.from_config(TranslatorConfig(str(toy_run / "best.pt"), device="cpu", max_src_len_policy="cut"))
 
 
 def test_long_source_is_an_error_by_policy(toy_run: Path) -> None:
-    strict = Translator.from_checkpoint(toy_run / "best.pt", device="cpu", max_src_len=4,
-                                        max_src_len_policy="error")
+    strict = Translator.from_config(TranslatorConfig(str(toy_run / "best.pt"), device="cpu", max_src_len=4,
+                                                     max_src_len_policy="error"))
     assert strict.translate(["a b"]) == ["b a"]
     with pytest.raises(SourceTooLong, match="line 2: the source has .* limit of 4") as err:
         strict.translate(["a", "a b c d e"])
