@@ -155,15 +155,23 @@ class Corpus(NamedTuple):
     train_lines: tuple[list[str], list[str]]  # raw source and target lines of the training split
 
     def resegmenter(self, cfg: DataConfig) -> Callable[[int], list[Example]] | None:
-        """What :class:`BatchPlan` calls each epoch for subword regularization (None when it is off)."""
+        """What :class:`~seq2seq.training.plan.BatchPlan` calls each epoch for subword regularization (None
+        when it is off): the training pairs segmented anew, a function of the seed and the lines alone."""
         if cfg.sampling_alpha is None:
             return None
-        alpha, nbest = cfg.sampling_alpha, cfg.sampling_nbest
+        from seq2seq.data.sampling import Sampler
+
+        bpe = cfg.spm_type == "bpe"
+        log.info("preparing subword sampling (alpha %s, %s)", cfg.sampling_alpha,
+                 "BPE-dropout" if bpe else "all segmentations" if cfg.sampling_nbest == -1
+                 else f"the {cfg.sampling_nbest} best segmentations")
+        tok, (src_lines, tgt_lines) = self.tokenizer, self.train_lines
+        src = Sampler(tok.src_model, src_lines, cfg.sampling_alpha, cfg.sampling_nbest, bpe)
+        tgt = Sampler(tok.target_model, tgt_lines, cfg.sampling_alpha, cfg.sampling_nbest, bpe)
 
         def resegment(seed: int) -> list[Example]:
-            src = self.tokenizer.sample("src", self.train_lines[0], alpha, nbest, 2 * seed)
-            tgt = self.tokenizer.sample("tgt", self.train_lines[1], alpha, nbest, 2 * seed + 1)
-            return filter_pairs(src, tgt, cfg.max_len, f"{cfg.dir}/{cfg.train_split} (sampled)", report=False)
+            return filter_pairs(src.sample(2 * seed), tgt.sample(2 * seed + 1), cfg.max_len,
+                                f"{cfg.dir}/{cfg.train_split} (sampled)", report=False)
 
         return resegment
 

@@ -64,13 +64,6 @@ class Tokenizer:
     def encode_tgt(self, lines: Sequence[str]) -> list[list[int]]:
         return self.tgt.encode(list(lines), num_threads=0)
 
-    def sample(self, side: str, lines: Sequence[str], alpha: float, nbest: int, seed: int) -> list[list[int]]:
-        """One sampled segmentation per line (subword regularization), the same for the same ``seed``."""
-        proc = self.src if side == "src" else self.tgt
-        spm.set_random_generator_seed(seed)
-        return proc.encode(list(lines), enable_sampling=True, alpha=alpha, nbest_size=nbest,
-                           num_threads=1)  # one thread: the draws do not depend on how lines are split among threads
-
     def decode_tgt(self, ids: Sequence[Sequence[int]]) -> list[str]:
         return [self.tgt.decode(list(seq)) for seq in ids]
 

@@ -11,12 +11,11 @@ from seq2seq.training import distributed
 
 
 class BatchPlan:
-    """Every epoch's batches, reproducible from (seed, epoch): resuming mid-epoch rebuilds the same plan.
+    """Every epoch's batches, reproducible from (seed, epoch): resuming mid-epoch rebuilds the same plan, and
+    every torchrun process builds the same one.
 
-    ``resegment(epoch_seed)``, when given, returns the epoch's examples (a sampled segmentation); the
-    positions in a batch then refer to those. SentencePiece's sampling repeats only within one process, so in
-    another process the plan is rebuilt from other pieces (other lengths, so other batches): a run resumed
-    mid-epoch then sees some of that epoch's sentences twice and misses others (docs/reliability.md).
+    ``resegment(epoch_seed)``, when given, returns the epoch's examples (a sampled segmentation, a function of
+    the seed and the lines alone: seq2seq/data/sampling.py); the positions in a batch then refer to those.
     """
 
     def __init__(self, examples: Sequence[Example], batch_tokens: int, batch_sentences: int | None, seed: int,

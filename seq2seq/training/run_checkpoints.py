@@ -91,12 +91,6 @@ class RunCheckpoints:
             progress.finished, progress.stopped = False, None
         self.clock.restart(progress.elapsed_s)
         self._restore_rng(payload["rng"], path, progress)
-        if self.cfg.data.sampling_alpha is not None:
-            log.info("subword sampling is on (data.sampling_alpha=%s): SentencePiece's draws differ from one process "
-                     "to the next whatever the seed, so the rest of this run sees other, equally likely segmentations "
-                     "than an uninterrupted run would have, and the rest of this epoch, batched anew, repeats some "
-                     "of its sentences and misses others; data.sampling_alpha=null makes resuming bitwise exact",
-                     self.cfg.data.sampling_alpha)
         return progress
 
     def init_from(self, path: Path, reset: str) -> None:
