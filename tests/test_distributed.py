@@ -13,11 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import ATOL, assert_close_weights, step_batches, toy_trainer, train_step
 
 from seq2seq.checkpoint import load_checkpoint
+from seq2seq.errors import ConfigError
 from seq2seq.training import distributed
 
 
@@ -54,11 +56,16 @@ def test_two_gloo_processes_with_half_batches_equal_one_with_whole_batches(tmp_p
     assert any(not torch.allclose(start[k], v, atol=ATOL) for k, v in single.model.state_dict().items())
 
 
-def test_shards_are_disjoint_equal_and_cover_whole_rounds() -> None:
-    batches = list(range(11))
-    shards = [distributed.shard(batches, rank, 3) for rank in range(3)]
-    assert shards == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
-    assert distributed.shard(batches, 0, 1) == batches
+def test_whole_rounds_keep_every_pair_and_give_every_rank_as_many_steps() -> None:
+    batches = [[i] for i in range(11)]
+    rounds = distributed.whole_rounds(batches, 3)
+    shards = [distributed.shard(rounds, rank, 3) for rank in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    assert sorted(i for shard in shards for batch in shard for i in batch) == list(range(11))  # each pair once
+    assert shards[0] == [[0], [3], [6]] and shards[1] == [[1], [4], [7, 10]] and shards[2] == [[2], [5], [8, 9]]
+    assert distributed.whole_rounds(batches, 1) == batches and distributed.shard(batches, 0, 1) == batches
+    with pytest.raises(ConfigError, match="an epoch has 2 batch"):
+        distributed.whole_rounds(batches[:2], 3)
 
 
 def test_torchrun_two_processes_end_to_end(tmp_path: Path) -> None:
@@ -79,3 +86,55 @@ def test_torchrun_two_processes_end_to_end(tmp_path: Path) -> None:
     last = load_checkpoint(run / "last.pt")["progress"]
     assert last["step"] == 6 and last["finished"] and last["batch_in_epoch"] == 12  # global batches
     assert "2 processes" in out.stderr
+
+
+MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+
+# every process's epoch plan, written where the test can read it: (rank, epoch, steps, the pair indices it trains)
+PLANS = """
+import json, os, sys
+from pathlib import Path
+from seq2seq.training.plan import BatchPlan
+from seq2seq.cli.main import train
+
+out, steps = Path(sys.argv.pop(1)), BatchPlan.steps
+
+def logged(self, batches, done, accumulate):
+    mine = steps(self, batches, done, accumulate)
+    pairs = [self.examples[i].index for group in mine for batch in group for i in batch]
+    with open(out / f"rank{os.environ['RANK']}.jsonl", "a") as f:
+        f.write(json.dumps([len(mine), pairs]) + "\\n")
+    return mine
+
+BatchPlan.steps = logged
+train()
+"""
+
+
+@pytest.mark.skipif(not MULTI30K.is_dir(), reason="needs ../shared/data/multi30k")
+def test_torchrun_with_subword_sampling_agrees_on_every_epoch(tmp_path: Path) -> None:
+    """Two processes, the default's subword sampling on: each epoch, both take as many steps, and together they
+    train on every pair exactly once (with SentencePiece's own sampler they segmented differently)."""
+    from seq2seq.files import read_lines
+
+    data = tmp_path / "m30k"
+    data.mkdir()
+    for split, n in (("train", 800), ("val", 50)):
+        for lang in ("en", "de"):
+            (data / f"{split}.{lang}").write_text("\n".join(read_lines(MULTI30K / f"{split}.{lang}.gz")[:n]) + "\n")
+    args = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(tmp_path / "plans.py"), str(tmp_path),
+            "model=small", "data.vocab_size=500", "data.max_len=1000", "device=cpu", "train.max_epochs=3",
+            "train.max_minutes=null", "decode=greedy", "threads=1",
+            "train.batch_tokens=1300",  # 27 batches an epoch: one past the last whole round of two
+            f"data.dir={data}",
+            f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    (tmp_path / "plans.py").write_text(PLANS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    plans = [[json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert len(plans[0]) == len(plans[1]) == 3  # three epochs, each planned once
+    for (steps0, pairs0), (steps1, pairs1) in zip(*plans, strict=True):
+        assert steps0 == steps1
+        assert sorted(pairs0 + pairs1) == list(range(800))  # every pair once (data.max_len keeps them all)

@@ -9,6 +9,7 @@ torchrun's environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MA
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -60,16 +61,36 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def usable(n: int, world: int) -> int:
-    """How many of an epoch's ``n`` batches are trained on: cut to a multiple of ``world``, so that every
-    rank takes as many steps."""
-    return n - n % world
+def whole_rounds(batches: list[list[int]], world: int) -> list[list[int]]:
+    """The epoch's batches as whole rounds of ``world`` (one batch per rank), every example kept: the ``r``
+    batches past the last whole round join the last ``r`` batches before them. So every rank takes as many
+    steps (no rank waits in an all-reduce the others never reach) and each pair is trained on once."""
+    if len(batches) < world:
+        raise ConfigError(f"an epoch has {len(batches)} batch(es) for {world} processes; use fewer processes or "
+                          "smaller batches (train.batch_tokens)")
+    extra = len(batches) % world
+    if not extra:
+        return batches
+    kept, tail = batches[:-extra], batches[-extra:]
+    for k, batch in enumerate(tail):
+        kept[-1 - k] = kept[-1 - k] + batch
+    return kept
 
 
 def shard(batches: Sequence[T], rank: int, world: int) -> list[T]:
-    """This rank's batches: the first ``usable`` ones, every ``world``-th from ``rank``. Global batch ``i``
-    goes to rank ``i % world``."""
-    return list(batches[rank:usable(len(batches), world):world])
+    """This rank's batches: every ``world``-th from ``rank`` (global batch ``i`` goes to rank ``i % world``)."""
+    return list(batches[rank::world])
+
+
+def check_same(what: str, value: Any) -> None:
+    """Refuse to go on when this rank's ``value`` (plain data) differs from rank 0's: processes that disagree
+    on, say, an epoch's batches would take different numbers of steps and wait forever in a collective."""
+    if world_size() == 1:
+        return
+    mine = hashlib.sha256(repr(value).encode()).hexdigest()
+    if broadcast_object(mine) != mine:
+        raise ConfigError(f"process {rank()}'s {what} differ from process 0's; every process must read the same "
+                          "data with the same settings")
 
 
 def sum_int(value: int, device: torch.device) -> int:

@@ -28,7 +28,12 @@ class BatchPlan:
         if self.resegment is not None:
             self.examples = self.resegment(epoch_seed)
         generator = torch.Generator().manual_seed(epoch_seed)
-        return make_batches(self.examples, self.batch_tokens, self.batch_sentences, generator)
+        batches = make_batches(self.examples, self.batch_tokens, self.batch_sentences, generator)
+        world = distributed.world_size()
+        if world > 1:
+            batches = distributed.whole_rounds(batches, world)
+            distributed.check_same(f"epoch {epoch} batches", [[self.examples[i].index for i in b] for b in batches])
+        return batches
 
     def batch(self, positions: Sequence[int]) -> Batch:
         return collate([self.examples[i] for i in positions])
@@ -37,16 +42,11 @@ class BatchPlan:
         """What is left of an epoch (``batches``: all of it; ``done`` of them trained on) for this process:
         groups of ``accumulate`` batches, one per optimizer step.
 
-        Under torchrun the epoch's batch list is built exactly as in a single process, then sharded (global
-        batch i to rank i % world): step k of the epoch trains on global batches k*A*W .. (k+1)*A*W - 1, so
-        ``done`` (global) / world is this rank's position in its shard. The last step of an epoch may have
-        fewer than A batches.
+        Under torchrun every process builds the epoch's batches as one process would, cut into whole rounds of
+        one batch per process (every pair kept), and takes its shard (global batch i to rank i % world): step
+        k of the epoch trains on global batches k*A*W .. (k+1)*A*W - 1, so ``done`` (global) / world is this
+        rank's position in its shard. The last step of an epoch may have fewer than A batches.
         """
         world = distributed.world_size()
         mine = distributed.shard(batches, distributed.rank(), world)[done // world:]
         return [mine[i:i + accumulate] for i in range(0, len(mine), accumulate)]
-
-    @staticmethod
-    def usable(batches: list[list[int]]) -> int:
-        """How many of the epoch's batches are trained on, all processes together."""
-        return distributed.usable(len(batches), distributed.world_size())

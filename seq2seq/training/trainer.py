@@ -93,7 +93,7 @@ class Trainer:
         """The rest of the current epoch, then validation; True when training should stop."""
         p, t = self.progress, self.cfg.train
         batches = self.plan.epoch(p.epoch)
-        self.epoch_batches = self.plan.usable(batches)
+        self.epoch_batches = len(batches)  # all processes together
         if p.batch_in_epoch == 0:
             log.info("epoch %d: %d batches, %.1f%% padding", p.epoch, len(batches),
                      100 * padding_fraction(self.plan.examples, batches))
