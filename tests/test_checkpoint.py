@@ -298,3 +298,60 @@ def test_init_from_refuses_another_model_or_vocabulary(tmp_path: Path, toy_run: 
 def test_init_from_and_resume_together_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="set only one of them"):
         toy_config(tmp_path, "init_from=x.pt", "resume=true")
+
+
+class Interrupt:
+    """torch.save that, once, writes part of ``target``'s checkpoint and is then interrupted (Ctrl-C), or
+    interrupts just after writing it whole (``after=True``); other files are saved as usual."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, target: str, after: bool, at_step: int) -> None:
+        self.target, self.after, self.at_step, self.fired = target, after, at_step, False
+        self.save = torch.save
+        monkeypatch.setattr(torch, "save", self)
+
+    def __call__(self, obj: dict, f) -> None:  # noqa: ANN001 (torch.save's own signature)
+        due = (not self.fired and f".{self.target}." in getattr(f, "name", "")
+               and obj.get("progress", {}).get("step") == self.at_step)
+        if due and not self.after:
+            self.fired = True
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise KeyboardInterrupt
+        self.save(obj, f)
+        if due:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+def run_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, after: bool, step: int) -> Path:
+    """The toy run of STEPS (validations at 10, 20, 30), interrupted at its save of ``target`` at ``step``,
+    then resumed in a new Trainer to the end; returns its run directory."""
+    cfg = toy_config(tmp_path, *STEPS)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(parents=True)
+    interrupt = Interrupt(monkeypatch, target, after, step)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, load_corpus(cfg.data), run_dir).run()
+    assert interrupt.fired
+    monkeypatch.setattr(torch, "save", interrupt.save)
+    assert not list(run_dir.glob(".*.tmp")), "an interrupted write left its temporary file"
+    assert load_checkpoint(run_dir / "last.pt")["progress"]["step"] == step  # the interrupt saved it
+    resumed = Trainer(cfg, load_corpus(cfg.data), run_dir)
+    resumed.resume(run_dir / "last.pt")
+    resumed.run()
+    return run_dir
+
+
+@pytest.mark.parametrize(("target", "after", "step"), [("best.pt", False, 30), ("best.pt", True, 30),
+                                                       ("last.pt", False, 20)],
+                         ids=["during-best", "between-best-and-last", "during-last"])
+def test_an_interrupt_at_any_save_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str,
+                                                after: bool, step: int) -> None:
+    """best.pt always holds the best validation's model (the last one, at step 30, is a new best), and the
+    resumed run ends as an uninterrupted one."""
+    reference, ref_dir = train_toy(tmp_path / "ref", *STEPS)
+    run_dir = run_interrupted(tmp_path / "cut", monkeypatch, target, after, step)
+    ref_best, best = load_checkpoint(ref_dir / "best.pt"), load_checkpoint(run_dir / "best.pt")
+    assert best["progress"]["step"] == ref_best["progress"]["step"] == 30
+    assert_same_weights(ref_best["model"], best["model"])
+    assert_same_weights(reference.model.state_dict(), load_checkpoint(run_dir / "last.pt")["model"])
+    assert (run_dir / "metrics.jsonl").read_text() == (ref_dir / "metrics.jsonl").read_text()

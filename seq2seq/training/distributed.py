@@ -129,6 +129,15 @@ def broadcast_object(value: Any) -> Any:
     return box[0]
 
 
+def gather_object(value: Any) -> list[Any] | None:
+    """Every rank's ``value`` (picklable plain data) on rank 0, in rank order; None on the other ranks."""
+    if world_size() == 1:
+        return [value]
+    out: list[Any] | None = [None] * world_size() if rank() == 0 else None
+    dist.gather_object(value, out, dst=0)
+    return out
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

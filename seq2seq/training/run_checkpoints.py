@@ -44,26 +44,35 @@ class RunCheckpoints:
         self.run_dir, self.cfg, self.parts, self.tokenizer, self.clock = run_dir, cfg, parts, tokenizer, clock
         self.device = clock.device
 
-    def state(self, progress: Progress) -> dict[str, Any]:
-        parts = self.parts
+    def rng(self) -> dict[str, Any]:
+        """This process's random state: dropout masks and anything else drawn during training."""
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def state(self, progress: Progress, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A checkpoint's payload; ``rng_ranks``: every process's random state (under torchrun)."""
+        parts = self.parts
         return {
             "config": to_dict(self.cfg),
             "model": parts.model.state_dict(),
             "optimizer": parts.optimizer.state_dict(),
             "scheduler": parts.scheduler.state_dict(),
             "progress": to_dict(progress) | {"elapsed_s": self.clock.elapsed()},  # wall time so far
-            "rng": rng,
+            "rng": self.rng(),  # rank 0's
             "tokenizer": self.tokenizer.stored(),
             "pair": [self.cfg.data.src_lang, self.cfg.data.tgt_lang],
-        } | ({"scaler": parts.scaler.state_dict()} if parts.scaler is not None else {})
+        } | ({"scaler": parts.scaler.state_dict()} if parts.scaler is not None else {}) | (
+            {"rng_ranks": rng_ranks} if rng_ranks else {})
 
-    def save(self, name: str, progress: Progress) -> None:
-        """Rank 0 writes ``run_dir/name``; the other ranks hold the same weights and progress."""
+    def save(self, name: str, progress: Progress, every_rank: bool = True) -> None:
+        """Rank 0 writes ``run_dir/name``; the other ranks hold the same weights and progress, and send their
+        random state for it (a collective: every rank calls this at the same step). ``every_rank=False``
+        (an interrupt, where the ranks may be anywhere) saves rank 0's alone."""
+        ranks = distributed.gather_object(self.rng()) if every_rank and distributed.world_size() > 1 else None
         if distributed.is_main():
-            save_checkpoint(self.run_dir / name, self.state(progress))
+            save_checkpoint(self.run_dir / name, self.state(progress, ranks))
 
     def keep(self, progress: Progress, count: int) -> None:
         """Write ``ckpt.step{N}.pt`` (weights only: no optimizer, RNG) and delete all but the newest ``count``."""
@@ -90,7 +99,8 @@ class RunCheckpoints:
             log.info("%s", continued)
             progress.finished, progress.stopped = False, None
         self.clock.restart(progress.elapsed_s)
-        self._restore_rng(payload["rng"], path, progress)
+        self._restore_rng(payload, path, progress)
+        self._repair_best(progress)
         return progress
 
     def init_from(self, path: Path, reset: str) -> None:
@@ -110,7 +120,11 @@ class RunCheckpoints:
         log.info("new run from the weights of %s (step %d of its run); optimizer: %s", path,
                  payload["progress"]["step"], "fresh" if reset == "optimizer" else "kept (init_reset=none)")
 
-    def _restore_rng(self, rng: dict[str, Any], path: Path, progress: Progress) -> None:
+    def _restore_rng(self, payload: dict[str, Any], path: Path, progress: Progress) -> None:
+        """Every process continues its own random stream where the checkpoint left it."""
+        rank, ranks = distributed.rank(), payload.get("rng_ranks")
+        exact = ranks is not None and len(ranks) == distributed.world_size()
+        rng = ranks[rank] if exact else payload["rng"]
         torch.set_rng_state(rng["torch"])
         if self.device.type == "cuda" and "cuda" in rng:  # GPU dropout masks continue too
             torch.cuda.set_rng_state(rng["cuda"], self.device)
@@ -118,8 +132,23 @@ class RunCheckpoints:
             log.info("%s was written on the CPU: GPU dropout masks start afresh (not an exact resume)", path)
         python_state = rng["python"]
         random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-        if distributed.rank():
-            seed_everything(self.cfg.seed + 1000 * progress.step + distributed.rank())
+        if rank and not exact:  # saved by an interrupt or by another number of processes
+            log.warning("%s holds no random state for process %d: it starts a new one (its dropout masks differ "
+                        "from an uninterrupted run's)", path, rank)
+            seed_everything(self.cfg.seed + 1000 * progress.step + rank)
+
+    def _repair_best(self, progress: Progress) -> None:
+        """An interrupt while best.pt was written leaves the old best.pt, while last.pt (saved by the interrupt,
+        at the same step) records the new best: write best.pt from these weights, which are that model."""
+        best = [r["step"] for r in progress.history if r.get("best")]
+        path = self.run_dir / "best.pt"
+        if not best or best[-1] != progress.step or not distributed.is_main():
+            return
+        if path.exists() and load_checkpoint(path)["progress"]["step"] == progress.step:
+            return
+        log.warning("best.pt does not hold the best validation (step %d; its write was interrupted): writing it "
+                    "from %s", progress.step, self.run_dir / "last.pt")
+        save_checkpoint(path, self.state(progress))
 
 
 def _check_finished(payload: dict[str, Any], cfg: Config, path: Path) -> str:

@@ -71,14 +71,15 @@ class Trainer:
         log.info("model: %s attention, %d parameters; %d training pairs", self.cfg.model.attention,
                  self.model.num_parameters(), len(self.corpus.train))
         try:
-            while not self.run_epoch() and p.epoch < t.max_epochs:
+            done = p.step > 0 and self.after_step()  # resumed with the budget spent: no step past it
+            while not done and not self.run_epoch() and p.epoch < t.max_epochs:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 self.checkpoints.save("last.pt", p)  # after the epoch advanced: a resume never validates twice
             if p.epoch >= t.max_epochs and p.batch_in_epoch > 0 and p.stopped is None:
                 log.info("train.max_epochs=%d reached", t.max_epochs)
                 p.stopped = "train.max_epochs"
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (seq2seq/cli/launch.py)
-            self.checkpoints.save("last.pt", p)
+            self.checkpoints.save("last.pt", p, every_rank=False)  # the other ranks may be anywhere
             log.warning("%s: saved %s; continue with resume=true", err or "interrupted", self.run_dir / "last.pt")
             raise
         p.finished = True
