@@ -138,3 +138,60 @@ def test_torchrun_with_subword_sampling_agrees_on_every_epoch(tmp_path: Path) ->
     for (steps0, pairs0), (steps1, pairs1) in zip(*plans, strict=True):
         assert steps0 == steps1
         assert sorted(pairs0 + pairs1) == list(range(800))  # every pair once (data.max_len keeps them all)
+
+
+# seq2seq-train under torchrun, except that rank 0, after writing last.pt at step KILL_AT, touches a marker and
+# waits to be killed (rank 1 then waits in the next step's all-reduce)
+VICTIM = """
+import os, sys, time
+from pathlib import Path
+from seq2seq.training.run_checkpoints import RunCheckpoints
+from seq2seq.cli.main import train
+
+marker, kill_at = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
+save = RunCheckpoints.save
+
+def save_then_wait(self, name, progress, every_rank=True):
+    save(self, name, progress, every_rank)
+    if name == "last.pt" and progress.step == kill_at and os.environ["RANK"] == "0":
+        marker.touch()
+        time.sleep(600)
+
+RunCheckpoints.save = save_then_wait
+train()
+"""
+
+
+def test_torchrun_killed_and_resumed_matches_an_uninterrupted_run_bitwise(tmp_path: Path) -> None:
+    """Every process's random state (dropout) is saved and restored: 2 processes, SIGKILL, resume."""
+    import signal
+    import time
+
+    def torchrun(script: list[str], run: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *script, "experiment=toy",
+                "device=cpu", "train.max_steps=12", "train.save_every_steps=3", "threads=1",
+                f"data.dir={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'cache'}",
+                f"hydra.run.dir={tmp_path / run}", *extra]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(torchrun(["-m", "seq2seq.train"], "ref"), check=True, capture_output=True, timeout=600, env=env)
+    (tmp_path / "victim.py").write_text(VICTIM)
+    marker = tmp_path / "saved"
+    victim = subprocess.Popen(torchrun([str(tmp_path / "victim.py"), str(marker), "6"], "killed"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)  # torchrun and both processes, at once
+    victim.wait()
+    assert marker.exists(), "the victim never reached step 6"
+    saved = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert saved["progress"]["step"] == 6 and len(saved["rng_ranks"]) == 2
+    out = subprocess.run(torchrun(["-m", "seq2seq.train"], "killed", "resume=true"), capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ref, got = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert got["progress"]["step"] == 12
+    for name, value in ref["model"].items():
+        assert torch.equal(value, got["model"][name]), name
