@@ -112,3 +112,25 @@ def test_cli_averages_a_run_directory(kept_run: Path, tmp_path: Path) -> None:
                           timeout=300, env=env)
     assert proc.returncode == 2
     assert "has no kept checkpoints (ckpt.step*.pt); train with train.keep_checkpoints=N" in proc.stderr
+
+
+def test_weights_that_do_not_match_are_refused_by_name(toy_run: Path, tmp_path: Path) -> None:
+    """A missing, extra or reshaped weight names the key (it used to divide by the wrong count, broadcast, or
+    raise a bare KeyError)."""
+    payload = load_checkpoint(toy_run / "best.pt")
+    name = next(iter(payload["model"]))
+    missing = payload | {"model": {k: v for k, v in payload["model"].items() if k != name}}
+    extra = payload | {"model": payload["model"] | {"extra.weight": torch.zeros(3)}}
+    first = payload["model"][name]
+    reshaped = payload | {"model": payload["model"] | {name: first.reshape(-1)[:1].clone()}}
+    for file, member, message in (("missing.pt", missing, rf"missing\.pt has no weight '{name}'"),
+                                  ("extra.pt", extra, r"has no weight 'extra\.weight' that .*extra\.pt has"),
+                                  ("reshaped.pt", reshaped, rf"weight '{name}' is \(1,\) there")):
+        save_checkpoint(tmp_path / file, member)
+        with pytest.raises(CheckpointError, match=message):
+            average_checkpoints([toy_run / "best.pt", tmp_path / file])
+
+
+def test_an_average_says_what_it_is(kept_run: Path) -> None:
+    avg = load_checkpoint(kept_run / "avg.pt")
+    assert avg["averaged_from"] and avg["progress"]["best_bleu"] is None  # not its last member's BLEU

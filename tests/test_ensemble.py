@@ -114,3 +114,17 @@ def test_members_with_other_segmentation_vocabulary_or_pair_are_refused(toy_run:
     save_member(tmp_path / "pair.pt", toy_run, tgt_lang="xx")
     with pytest.raises(CheckpointError, match=r"pair\.pt does not fit .*best\.pt: it translates src-xx, not src-tgt"):
         Translator.from_checkpoint(best, device="cpu", ensemble=[tmp_path / "pair.pt"])
+
+
+def test_per_head_maps_of_an_ensemble_are_its_first_members(tmp_path: Path) -> None:
+    """per_head=true with ensemble=[...] shows the first member's heads (it used to fail with an AttributeError,
+    after the whole split was translated)."""
+    from conftest import train_toy
+
+    _, run_dir = train_toy(tmp_path, "model/attention=multihead", "model.attention_heads=2", "train.max_steps=3")
+    alone = Translator.from_checkpoint(run_dir / "best.pt", device="cpu")
+    both = Translator.from_checkpoint(run_dir / "best.pt", device="cpu", ensemble=[run_dir / "last.pt"])
+    result = both.translations(["a b c"])[0]
+    heads = both.head_attention(result)
+    assert heads.shape[0] == 2 and heads.shape[-1] == len(result.src_pieces)
+    torch.testing.assert_close(heads, alone.head_attention(result))

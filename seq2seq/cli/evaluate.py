@@ -166,7 +166,11 @@ def check_writable(path: str | Path, setting: str) -> None:
 
 
 def check_plot_dir(directory: str | Path) -> None:
-    """``attention_plots=`` must be a directory (created here when missing), not a file."""
+    """``attention_plots=`` must be a directory (created here when missing), not a file, and matplotlib must be
+    there to draw into it: checked before the work, not after it."""
+    from seq2seq.report.plot import require_matplotlib
+
+    require_matplotlib()
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise DataError(f"attention_plots={directory} is a file; give a directory for the heatmap PNGs")

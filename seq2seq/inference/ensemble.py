@@ -72,6 +72,10 @@ class Ensemble(nn.Module):
         mean = torch.stack([lp for lp, _, _ in steps]).mean(0)  # (N, V)
         return mean.log_softmax(-1), steps[0][1], states
 
+    def head_weights(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> Tensor:
+        """The first member's heads: the attention an ensemble reports is its first member's."""
+        return self.members[0].head_weights(src, src_lens, tgt_in)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -56,15 +56,22 @@ def format_attention(src_pieces: Sequence[str], tgt_pieces: Sequence[str], atten
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def save_heatmap(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequence[str], attention: Tensor,
-                 title: str | None = None) -> None:
-    """Write the attention as a PNG heatmap: target pieces down, source pieces across."""
+def require_matplotlib() -> None:
+    """Fail now, before any work, when the heat-maps could not be drawn later."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError:
         raise ConfigError("attention_plots needs matplotlib: pip install 'seq2seq[plot]' (or matplotlib), "
                           "or leave attention_plots unset") from None
+
+
+def save_heatmap(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequence[str], attention: Tensor,
+                 title: str | None = None) -> None:
+    """Write the attention as a PNG heatmap: target pieces down, source pieces across."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     labels = row_labels(tgt_pieces, attention.size(0))
     rows, cols = attention.shape
     fig = Figure(figsize=(min(30.0, 2.0 + 0.35 * cols), min(30.0, 1.5 + 0.3 * rows)), layout="constrained")

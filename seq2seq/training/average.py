@@ -27,7 +27,7 @@ from seq2seq.checkpoint import (
 )
 from seq2seq.config import Config
 from seq2seq.data.corpus import Corpus
-from seq2seq.errors import ConfigError
+from seq2seq.errors import CheckpointError, ConfigError
 from seq2seq.nn.model import Seq2Seq
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ def resolve_checkpoints(checkpoints: Sequence[str], run_dir: str | None, last: i
 
 def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     """The checkpoint whose weights are the mean of ``paths``' weights (summed in float64, so the mean of
-    identical weights is exactly those weights); config, tokenizer and progress are the last one's."""
+    identical weights is exactly those weights); config and tokenizer are the last one's. It records that it
+    is an average, and of what (``averaged_from``); its progress is the last member's, without a best BLEU of
+    its own (none was measured)."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise ConfigError("nothing to average: name at least one checkpoint")
@@ -65,12 +67,28 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
         check_compatible(path, Identity.of(last, path), Identity.of(first, paths[0]), str(paths[0]),
                          "average checkpoints of one run, or of runs with the same model settings and "
                          "SentencePiece model(s)")
+        _check_same_tensors(last["model"], path, first["model"], paths[0])
         for key, value in last["model"].items():
             if value.is_floating_point():
                 total[key] += value.to(torch.float64)
     dtypes = {k: v.dtype for k, v in first["model"].items()}
     weights = {k: (v / len(paths)).to(dtypes[k]) if v.is_floating_point() else v for k, v in total.items()}
-    return decoding_payload(last) | {"model": weights, "averaged_from": [str(p) for p in paths]}
+    progress = dict(last.get("progress") or {}) | {"best_bleu": None}
+    return decoding_payload(last) | {"model": weights, "progress": progress,
+                                     "averaged_from": [str(p) for p in paths]}
+
+
+def _check_same_tensors(weights: dict[str, Any], path: Path, first: dict[str, Any], first_path: Path) -> None:
+    """The same weight names with the same shapes, or a message naming the first one that differs."""
+    for key in sorted(first.keys() | weights.keys()):
+        if key not in weights or key not in first:
+            where, other = (path, first_path) if key not in weights else (first_path, path)
+            raise CheckpointError(f"cannot average {path} with {first_path}: {where} has no weight {key!r} that "
+                                  f"{other} has; average checkpoints of one model")
+        if weights[key].shape != first[key].shape:
+            raise CheckpointError(f"cannot average {path} with {first_path}: weight {key!r} is "
+                                  f"{tuple(weights[key].shape)} there and {tuple(first[key].shape)} in "
+                                  f"{first_path}; average checkpoints of one model")
 
 
 def write_average(paths: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
