@@ -189,3 +189,36 @@ def test_filter_keeps_exactly_the_usable_pairs(pairs: list[tuple[list[int], list
         assert not usable
     else:
         assert [e.index for e in kept] == usable
+
+
+def test_a_corrupt_gzip_is_one_clear_error_naming_the_file(tmp_path: Path) -> None:
+    """Not truncated but corrupt: zlib's error is not an OSError, and used to escape as a traceback."""
+    import gzip
+
+    from seq2seq.files import read_lines
+
+    good = gzip.compress(("a line\n" * 1000).encode())
+    bad = tmp_path / "train.en.gz"
+    bad.write_bytes(good[:20] + bytes(b ^ 0x55 for b in good[20:60]) + good[60:])
+    with pytest.raises(DataError, match=r"cannot read .*train\.en\.gz"):
+        read_lines(bad)
+
+
+def test_pairs_too_long_for_any_segmentation_are_dropped_before_tokenizing(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    from seq2seq.data.corpus import drop_unfit
+
+    with caplog.at_level("INFO"):
+        src, tgt = drop_unfit(["short", "x" * 500, "ok"], ["kurz", "y", "x" * 501], 400, "corpus")
+    assert src == ["short", "", ""] and tgt == ["kurz", "", ""]
+    assert "2 pairs longer than 400 characters dropped before tokenizing" in caplog.text
+
+
+def test_lines_sentencepiece_would_skip_are_named_in_the_log(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    from seq2seq.data.tokenizer import _train_one
+
+    lines = ["a b c d e f g"] * 50 + ["long " * 1000]
+    with caplog.at_level("WARNING"):
+        _train_one(lines, toy_config(tmp_path).data)
+    assert "1 training line(s) are longer than 4192 bytes" in caplog.text

@@ -176,6 +176,21 @@ class Corpus(NamedTuple):
         return resegment
 
 
+def drop_unfit(src: list[str], tgt: list[str], chars: int, name: str) -> tuple[list[str], list[str]]:
+    """Blank the pairs with a side of more than ``chars`` characters, which no segmentation fits into
+    data.max_len pieces, before they are tokenized (and, with subword sampling, laid out as lattices every
+    epoch); their line numbers stay, and :func:`filter_pairs` drops them as empty."""
+    unfit = [i for i, (s, t) in enumerate(zip(src, tgt, strict=True)) if len(s) > chars or len(t) > chars]
+    if not unfit:
+        return src, tgt
+    log.info("%s: %d pairs longer than %d characters dropped before tokenizing (they cannot fit data.max_len "
+             "pieces), e.g. line %d", name, len(unfit), chars, unfit[0] + 1)
+    src, tgt = list(src), list(tgt)
+    for i in unfit:
+        src[i] = tgt[i] = ""
+    return src, tgt
+
+
 def load_corpus(cfg: DataConfig) -> Corpus:
     """Read train and validation splits, train or reuse SentencePiece, encode and filter."""
     from seq2seq.data.tokenizer import build_tokenizer
@@ -190,6 +205,8 @@ def load_corpus(cfg: DataConfig) -> Corpus:
     src_lines, tgt_lines = read_parallel(cfg.dir, cfg.train_split, cfg.src_lang, cfg.tgt_lang)
     val_src, val_tgt = read_parallel(cfg.dir, cfg.valid_split, cfg.src_lang, cfg.tgt_lang)
     tokenizer = build_tokenizer(cfg, src_lines, tgt_lines)
+    src_lines, tgt_lines = drop_unfit(src_lines, tgt_lines, 2 * cfg.max_len * tokenizer.longest_piece,
+                                      f"{cfg.dir}/{cfg.train_split}")
     train = filter_pairs(tokenizer.encode_src(src_lines), tokenizer.encode_tgt(tgt_lines), cfg.max_len,
                          f"{cfg.dir}/{cfg.train_split}")
     valid = filter_pairs(tokenizer.encode_src(val_src), tokenizer.encode_tgt(val_tgt), 10**9,

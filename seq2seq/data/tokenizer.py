@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import sentencepiece as spm
@@ -51,6 +51,11 @@ class Tokenizer:
         return {"src": self.src_model, "tgt": self._own_tgt_model}
 
     @property
+    def longest_piece(self) -> int:
+        """The most characters one piece of either side covers."""
+        return max(len(proc.id_to_piece(i)) for proc in (self.src, self.tgt) for i in range(proc.get_piece_size()))
+
+    @property
     def src_vocab_size(self) -> int:
         return self.src.get_piece_size()
 
@@ -85,7 +90,14 @@ class Tokenizer:
             atomic_write(run_dir / "spm.tgt.model", self.target_model)
 
 
-def _train_one(lines: Iterable[str], cfg: DataConfig) -> bytes:
+SPM_MAX_SENTENCE_BYTES = 4192  # SentencePiece's trainer skips longer lines (its max_sentence_length)
+
+
+def _train_one(lines: Sequence[str], cfg: DataConfig) -> bytes:
+    skipped = sum(len(line.encode("utf-8")) > SPM_MAX_SENTENCE_BYTES for line in lines)
+    if skipped:
+        log.warning("%d training line(s) are longer than %d bytes: SentencePiece leaves them out of the "
+                    "vocabulary's training (they are still translated and trained on)", skipped, SPM_MAX_SENTENCE_BYTES)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
@@ -95,6 +107,7 @@ def _train_one(lines: Iterable[str], cfg: DataConfig) -> bytes:
         character_coverage=1.0,
         pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
         hard_vocab_limit=False,  # small toy corpora cannot fill a large vocabulary
+        max_sentence_length=SPM_MAX_SENTENCE_BYTES,
         num_threads=max(1, os.cpu_count() or 1),
         minloglevel=2,
     )
