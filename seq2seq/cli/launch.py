@@ -84,6 +84,17 @@ def check_new_run(run_dir: Path, resume: Path | None, init_from: str | None) -> 
                       f"{longer}, or choose a new directory with hydra.run.dir=...{start}")
 
 
+def remove_stale_writes(run_dir: Path) -> None:
+    """Checkpoint writes that a killed process left half done (``.NAME.PID.tmp``; an interrupt removes its own,
+    a SIGKILL cannot): no process writes into this directory now."""
+    stale = list(run_dir.glob(".*.pt.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d unfinished checkpoint write(s) of a killed process: %s", len(stale),
+                 ", ".join(p.name for p in stale))
+
+
 def log_error(message: str) -> None:
     """Write ``error: message`` to the log files only (stderr gets it from the console script)."""
     record = logging.LogRecord("seq2seq", logging.ERROR, __file__, 0, "error: %s", (message,), None)
@@ -151,6 +162,8 @@ def start_training(cfg: Config, run_dir: Path, dir_given: bool) -> None:
             logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs progress; the others only problems
         resume = resume_path(cfg.resume, run_dir, dir_given)
         check_new_run(run_dir, resume, cfg.init_from)
+        if distributed.is_main():
+            remove_stale_writes(run_dir)
         log.info("run directory: %s (%d process%s)", run_dir, distributed.world_size(),
                  "es" if distributed.world_size() > 1 else "")
         with logging_redirect_tqdm(), sigterm_as_interrupt():
