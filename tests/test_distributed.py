@@ -149,6 +149,7 @@ from seq2seq.training.run_checkpoints import RunCheckpoints
 from seq2seq.cli.main import train
 
 marker, kill_at = Path(sys.argv.pop(1)), int(sys.argv.pop(1))
+(marker.parent / f"pid{os.environ['RANK']}").write_text(str(os.getpid()))  # torchrun starts each in a session
 save = RunCheckpoints.save
 
 def save_then_wait(self, name, progress, every_rank=True):
@@ -164,6 +165,7 @@ train()
 
 def test_torchrun_killed_and_resumed_matches_an_uninterrupted_run_bitwise(tmp_path: Path) -> None:
     """Every process's random state (dropout) is saved and restored: 2 processes, SIGKILL, resume."""
+    import contextlib
     import signal
     import time
 
@@ -179,11 +181,13 @@ def test_torchrun_killed_and_resumed_matches_an_uninterrupted_run_bitwise(tmp_pa
     (tmp_path / "victim.py").write_text(VICTIM)
     marker = tmp_path / "saved"
     victim = subprocess.Popen(torchrun([str(tmp_path / "victim.py"), str(marker), "6"], "killed"), env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)  # torchrun and both processes, at once
+    for pid in [victim.pid] + [int((tmp_path / f"pid{rank}").read_text()) for rank in (0, 1)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # torchrun and both processes, at once
     victim.wait()
     assert marker.exists(), "the victim never reached step 6"
     saved = load_checkpoint(tmp_path / "killed" / "last.pt")
