@@ -150,3 +150,17 @@ def test_the_registry_names_a_score_class_for_every_attention_but_none() -> None
 
     assert {v.score for v in ATTENTIONS.values()} - {None} == set(SCORES)
     assert ATTENTIONS["none"].score is None
+
+
+def test_local_p_keeps_its_positions_in_float32_under_bfloat16() -> None:
+    """p_t (Luong eq. 9) in bfloat16 would move in steps of 1/4 to 1/2 a position on a 100-subword source."""
+    from seq2seq.nn.attention import build_attention
+
+    torch.manual_seed(0)
+    attention = build_attention("luong_general", 32, 32, 32, window=8)
+    query, mask = torch.randn(16, 32), torch.ones(16, 100, dtype=torch.bool)
+    exact_inside, exact = attention._local_window(query, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside, gaussian = attention._local_window(query, mask)
+    assert torch.equal(inside, exact_inside)
+    assert (gaussian.float() - exact).abs().max() < 0.01  # bfloat16 rounding of the result only

@@ -71,15 +71,21 @@ class Attention(nn.Module):
         return self.combine(weights, keys, memory), average  # (B, Hm), (B, S)
 
     def _local_window(self, query: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Local-p: restrict to [p_t - D, p_t + D] and weight by a Gaussian with sigma = D / 2."""
-        lengths = mask.sum(dim=-1, keepdim=True).to(query.dtype)  # (B, 1) true source lengths
-        p = lengths * torch.sigmoid(self.v_p(torch.tanh(self.w_p(query))))  # (B, 1)
-        positions = torch.arange(mask.size(1), device=mask.device, dtype=query.dtype)  # (S,)
+        """Local-p: restrict to [p_t - D, p_t + D] and weight by a Gaussian with sigma = D / 2.
+
+        p_t, the positions and the Gaussian are computed in float32 whatever the query's dtype (autocast
+        off): in bfloat16 (8 bits of mantissa) p_t would move in steps of 1/4 to 1/2 a position for sources
+        of 32 to 128 subwords."""
+        lengths = mask.sum(dim=-1, keepdim=True).float()  # (B, 1) true source lengths
+        with torch.autocast(query.device.type, enabled=False):  # W_p, v_p in float32 too: p_t = S * sigmoid(.)
+            gate = torch.sigmoid(self.v_p(torch.tanh(self.w_p(query.float()))))  # (B, 1)
+        p = lengths * gate  # (B, 1) Luong eq. (9)
+        positions = torch.arange(mask.size(1), device=mask.device, dtype=torch.float32)  # (S,)
         distance = positions.unsqueeze(0) - p  # (B, S)
         assert self.window is not None
         sigma = self.window / 2.0
         inside = mask & (distance.abs() <= self.window)  # never empty: p_t lies within [0, S]
-        return inside, torch.exp(-(distance**2) / (2 * sigma**2))
+        return inside, torch.exp(-(distance**2) / (2 * sigma**2)).to(query.dtype)
 
 
 class AdditiveAttention(Attention):
