@@ -11,7 +11,7 @@ from seq2seq.registry import ATTENTIONS, variant
 
 B, S, HQ, HM, A = 3, 9, 16, 16, 12
 LENGTHS = torch.tensor([9, 5, 1])
-SCORED = sorted(name for name, v in ATTENTIONS.items() if v.score is not None)
+SCORED = sorted(name for name, v in ATTENTIONS.items() if v.score_class is not None)
 LUONG = [name for name in SCORED if ATTENTIONS[name].wiring == "luong"]  # local-p applies to these
 VARIANTS = [(name, None) for name in SCORED] + [(name, 2) for name in LUONG]
 IDS = [f"{n}-local{w}" if w else n for n, w in VARIANTS]
@@ -148,8 +148,9 @@ def test_heads_must_divide_the_attention_size() -> None:
 def test_the_registry_names_a_score_class_for_every_attention_but_none() -> None:
     from seq2seq.nn.attention import SCORES
 
-    assert {v.score for v in ATTENTIONS.values()} - {None} == set(SCORES)
-    assert ATTENTIONS["none"].score is None
+    assert {v.score_class for v in ATTENTIONS.values()} - {None} == set(SCORES)
+    assert ATTENTIONS["none"].score_class is None
+    assert [n for n, v in ATTENTIONS.items() if (v.cost is None) != (v.score_class is None)] == []  # its FLOPs
 
 
 def test_local_p_keeps_its_positions_in_float32_under_bfloat16() -> None:

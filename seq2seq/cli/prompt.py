@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from seq2seq.cli.schemas import TranslateConfig
+from seq2seq.registry import variant
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +21,11 @@ log = logging.getLogger(__name__)
 def attention_maps(translator: Any, result: Any, per_head: bool) -> list[tuple[str, Any]]:
     """("head n", (T+1, S) map) for every head of the best translation when ``per_head`` is set and the model
     has several heads; else nothing (the heads' average is shown anyway)."""
-    if not per_head or not result.attention or translator.config.model.attention == "none":
+    name = translator.config.model.attention
+    if not per_head or not result.attention or variant(name).score_class is None:
         return []
-    if not translator.config.model.attention == "multihead":
-        log.info("per_head=true: %s attention has one head, shown as it is", translator.config.model.attention)
+    if not variant(name).heads:
+        log.info("per_head=true: %s attention has one head, shown as it is", name)
         return []
     heads = translator.head_attention(result)  # (N, T+1, S)
     return [(f"head {n + 1}", h) for n, h in enumerate(heads)]

@@ -195,6 +195,6 @@ SCORES: dict[str, type[Attention]] = {cls.__name__: cls for cls in (
 def build_attention(name: str, query_size: int, memory_size: int, attention_size: int,
                     window: int | None = None, heads: int = 1) -> Attention:
     """The attention called ``name`` in the registry (one with a score function; ModelConfig checked it)."""
-    score = ATTENTIONS[name].score
-    assert score is not None, f"{name} has no score function"
-    return SCORES[score](query_size, memory_size, attention_size, window, heads)
+    score_class = ATTENTIONS[name].score_class
+    assert score_class is not None, f"{name} has no score function"
+    return SCORES[score_class](query_size, memory_size, attention_size, window, heads)
