@@ -26,7 +26,8 @@ import torch
 
 from seq2seq import cpu
 from seq2seq.cli.schemas import compose
-from seq2seq.config import Config, ModelConfig
+from seq2seq.config import Config
+from seq2seq.nn.flops import forward_flops
 
 
 def gemm_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 2.0) -> float:
@@ -42,34 +43,6 @@ def gemm_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds
             repeats, elapsed = repeats + 1, time.perf_counter() - start
         best = max(best, 2 * n**3 * repeats / elapsed / 1e9)
     return best
-
-
-def forward_flops(m: ModelConfig, v: int, b: int, s: int, t: int) -> float:
-    """Multiply-add FLOPs (x2) of one teacher-forced forward pass over a (B, S) -> (B, T) batch, from the shapes."""
-    g = (4 if m.cell == "lstm" else 3) * m.dec_hidden
-    dirs = 2 if m.bidirectional else 1
-    enc_gates = (4 if m.cell == "lstm" else 3) * m.enc_hidden
-    enc = 0
-    for layer in range(m.enc_layers):
-        inp = m.emb_size if layer == 0 else m.memory_size
-        enc += dirs * b * s * enc_gates * (inp + m.enc_hidden)
-    hm, hq, a, h, e = m.memory_size, m.dec_hidden, m.attention_size, m.dec_hidden, m.emb_size
-    extra = hm if m.attention == "bahdanau" else (0 if m.attention == "none" else h)
-    dec = b * t * (e * g + extra * g + h * g + (m.dec_layers - 1) * 2 * h * g)
-    if m.attention in ("bahdanau", "luong_concat"):
-        dec += b * s * hm * a + b * t * (hq * a + s * a)  # keys once, query projection, v_a over tanh
-    elif m.attention == "luong_general":
-        dec += b * s * hm * hq + b * t * s * hq
-    elif m.attention == "luong_dot":
-        dec += b * t * s * hq
-    if m.attention != "none":
-        dec += b * t * s * hm  # weighted sum of the memory
-    if m.attention.startswith("luong"):
-        dec += b * t * (hm + h) * h  # W_c [c; h]
-    if m.attention == "bahdanau":
-        dec += b * t * (h + e + hm) * 2 * m.output_size  # deep output before maxout
-    dec += b * t * m.output_size * v  # vocabulary projection
-    return 2.0 * (enc + dec)
 
 
 def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
@@ -91,8 +64,10 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
     for batch in batches[warmup:]:
         trainer.optimizer_step([batch], trainer.progress)
         tgt += batch.n_tgt_tokens
-        src += int(batch.src_lens.sum())
-        flops += 3 * forward_flops(cfg.model, v, batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1))
+        src_tokens = int(batch.src_lens.sum())
+        src += src_tokens
+        flops += 3 * forward_flops(cfg.model, v, batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1),
+                                   src_tokens)
     seconds = time.perf_counter() - start
     queue.put({"train_tgt_tokens_per_s": tgt / seconds, "train_src_tokens_per_s": src / seconds,
                "train_flops_per_tgt_token": flops / tgt, "train_gflops_per_s": flops / seconds / 1e9,
@@ -102,7 +77,7 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
 
 def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, queue: mp.Queue) -> None:
     from seq2seq.checkpoint import load_model
-    from seq2seq.data.corpus import read_parallel
+    from seq2seq.data.corpus import split_lines
     from seq2seq.inference.bleu import corpus_scores
     from seq2seq.inference.decoding import detokenize, translate_ids
 
@@ -116,8 +91,7 @@ def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int
 
         tok = load_corpus(cfg.data).tokenizer
         model, data = Seq2Seq(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).eval(), cfg.data
-    src, ref = read_parallel(data.dir, data.test_split, data.src_lang, data.tgt_lang)
-    src, ref = src[:sentences], ref[:sentences]
+    src, ref = split_lines(data, data.test_split, sentences)
     decode = replace(cfg.decode, beam_size=beam, nbest=1)
     ids = tok.encode_src(src)
     translate_ids(model, ids[:8], decode)  # warm-up

@@ -1,4 +1,4 @@
-"""The benchmark's FLOP count and its --quick mode."""
+"""The benchmark's FLOP count (seq2seq/nn/flops.py) and its --quick mode."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from benchmark import forward_flops  # noqa: E402
-
-from seq2seq.config import ModelConfig  # noqa: E402
+from seq2seq.config import ModelConfig
+from seq2seq.nn.flops import forward_flops
+from seq2seq.nn.model import Seq2Seq
+from seq2seq.registry import ATTENTIONS
+from seq2seq.special import PAD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,9 +23,45 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_flops_of_a_tiny_luong_dot_model_by_hand() -> None:
     m = ModelConfig(attention="luong_dot", emb_size=2, enc_hidden=1, dec_hidden=2, bidirectional=True)
     # encoder: 2 directions x B*S x 3H x (E + H) = 2 * 1 * 3 * 3 = 18 MACs per source token
+    # bridge once per sentence: Hm x L*H = 2 * 2 = 4
     # decoder per target token: G(E + extra + H) = 6 * (2 + 2 + 2) = 36; scores S*Hq = 2*2 = 4;
     # context S*Hm = 2*2 = 4; W_c (Hm + H) * H = 4 * 2 = 8; vocabulary O * V = 2 * 5 = 10  -> 62
-    assert forward_flops(m, v=5, b=1, s=2, t=1) == 2 * (2 * 18 + 62)
+    assert forward_flops(m, v=5, b=1, s=2, t=1) == 2 * (2 * 18 + 4 + 62)
+
+
+def test_scaled_dot_costs_what_dot_costs_and_multihead_its_projections() -> None:
+    """scaled_dot divides the dot score elementwise: the same products, the scores and W_c included;
+    multihead adds W^Q, [W^K, W^V] and W^O to a dot score of width A."""
+    sizes = {"emb_size": 2, "enc_hidden": 1, "dec_hidden": 2, "attention_size": 4, "attention_heads": 2}
+    dot = forward_flops(ModelConfig(attention="luong_dot", **sizes), v=5, b=1, s=2, t=1)
+    assert forward_flops(ModelConfig(attention="scaled_dot", **sizes), v=5, b=1, s=2, t=1) == dot
+    multihead = forward_flops(ModelConfig(attention="multihead", **sizes), v=5, b=1, s=2, t=1)
+    # dot's scores S*Hq = 4 and context S*Hm = 4 become: keys and values S*Hm*2A = 2*2*8 = 32 once,
+    # W^Q Hq*A = 8, scores S*A = 8, values S*A = 8, W^O A*Hm = 8
+    assert multihead == dot + 2 * (32 + 8 + 8 + 8 + 8 - 4 - 4)
+
+
+CASES = [(a, cell, None) for a in sorted(ATTENTIONS) for cell in ("gru", "lstm")]
+CASES += [(a, "gru", 2) for a in sorted(ATTENTIONS) if ATTENTIONS[a].wiring == "luong"]  # local-p
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # said by mkldnn.flags() below
+@pytest.mark.parametrize(("attention", "cell", "window"), CASES, ids=[f"{a}-{c}-{w}" for a, c, w in CASES])
+def test_flops_match_torchs_count_of_a_forward_pass(attention: str, cell: str, window: int | None) -> None:
+    """The count from the shapes against torch's FlopCounterMode over the real forward pass: every matrix
+    product the network does, two layers each side, a batch with padding. oneDNN's fused LSTM kernel hides its
+    products from the counter, so it is off here."""
+    m = ModelConfig(cell=cell, attention=attention, emb_size=6, enc_hidden=4, enc_layers=2, dec_hidden=8,
+                    dec_layers=2, attention_size=6, attention_heads=2, attention_window=window, dropout=0.0)
+    b, s, t, v = 3, 5, 4, 11
+    torch.manual_seed(0)
+    model = Seq2Seq(m, 13, v).eval()
+    lengths = torch.tensor([s, 3, 1])
+    src = torch.randint(4, 13, (b, s)).masked_fill(torch.arange(s) >= lengths.unsqueeze(1), PAD)
+    tgt_in = torch.randint(4, v, (b, t))
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter:
+        model(src, lengths, tgt_in)
+    assert forward_flops(m, v, b, s, t, src_tokens=int(lengths.sum())) == counter.get_total_flops()
 
 
 @pytest.mark.skipif(not (ROOT / "data" / "multi30k").exists(), reason="needs data/multi30k")

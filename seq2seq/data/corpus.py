@@ -43,6 +43,14 @@ def read_parallel(directory: str | Path, split: str, src_lang: str, tgt_lang: st
     return read_aligned(corpus_path(directory, split, src_lang), corpus_path(directory, split, tgt_lang), "corpus")
 
 
+def split_lines(data: DataConfig, split: str, count: int | None = None,
+                directory: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """The first ``count`` sentence pairs (all: None) of ``split`` of the corpus ``data`` names (a checkpoint's
+    ``config.data``), from ``directory`` (default ``data.dir``): the source side and the target side."""
+    src, tgt = read_parallel(directory or data.dir, split, data.src_lang, data.tgt_lang)
+    return src[:count], tgt[:count]
+
+
 class Example(NamedTuple):
     src: list[int]  # subword ids, no BOS / EOS
     tgt: list[int]
