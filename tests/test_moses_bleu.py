@@ -1,4 +1,5 @@
-"""scripts/moses_bleu.py: lowercased, Moses-tokenized BLEU with sacreBLEU's tokenizer off."""
+"""seq2seq/report/moses.py and scripts/moses_bleu.py: lowercased, Moses-tokenized BLEU with sacreBLEU's tokenizer
+off."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("sacremoses")
+from seq2seq.report.moses import moses_bleu, moses_lower  # noqa: E402
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "moses_bleu.py"
-sys.path.insert(0, str(SCRIPT.parent))
-from moses_bleu import moses_bleu, moses_lower  # noqa: E402
 
 
 def test_lowercases_and_splits_like_moses() -> None:

@@ -1,4 +1,5 @@
-"""The attention study's measures (seq2seq/report/study.py) on hand-made inputs, and its script on the toy model."""
+"""The attention study (seq2seq/report/study.py, attention_study.py) on hand-made inputs, and its scripts on the
+toy model."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.report import attention_study as ca
 from seq2seq.report import study
 from seq2seq.report.study import (
     attention_entropy,
@@ -20,6 +22,7 @@ from seq2seq.report.study import (
     bucket_labels,
     diagonal_mass,
     length_bucket,
+    measure_scores,
     score_spread,
 )
 
@@ -69,9 +72,6 @@ def test_score_spread_is_the_rows_sd_and_top_two_gap() -> None:
 
 
 def test_attention_scores_script_watches_the_scores_and_lets_go(translator, toy_run: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from attention_scores import measure
-
     src = tmp_path / "src.txt"
     src.write_text("a b c d\ne f g\n", encoding="utf-8")
     out = subprocess.run([sys.executable, "scripts/attention_scores.py", str(toy_run / "best.pt"), "--src", str(src)],
@@ -83,7 +83,7 @@ def test_attention_scores_script_watches_the_scores_and_lets_go(translator, toy_
     assert found, line
     assert all(math.isfinite(float(x)) and float(x) >= 0 for x in found.groups()[:3]), line
     before = translator.translate(["a b c d e"], beam_size=1)
-    assert "score sd" in measure(translator, "toy", ["a b c"])
+    assert "score sd" in measure_scores(translator, "toy", ["a b c"])
     assert "score" not in vars(translator.model.decoder.attention)  # the watch is gone after measuring
     assert translator.translate(["a b c d e"], beam_size=1) == before
 
@@ -134,15 +134,7 @@ def test_the_study_summarizes_a_run(toy_run: Path, tmp_path: Path) -> None:
     assert summary["train_tokens"] > 0
 
 
-def _compare_attention():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import compare_attention
-
-    return compare_attention
-
-
 def test_convergence_is_the_first_epoch_near_the_best_at_the_quiet_speed() -> None:
-    ca = _compare_attention()
     # (minutes, BLEU, epoch): the best (30.0) comes at epoch 4, but epoch 2 is already within 0.5 of it
     runs = [{"epochs": 4, "train_tokens": 1_200_000, "tokens_per_s": 500.0,
              "curve": [[3.0, 20.0, 1], [6.0, 29.6, 2], [9.0, 29.4, 3], [12.0, 30.0, 4]]},
@@ -182,7 +174,6 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Three bahdanau seeds, two of luong_dot (seeds 1 and 3) and one of none (seed 2, no attention): means,
     p-values over the seeds both have, and the figures."""
-    ca = _compare_attention()
     data = fake_test_set(tmp_path)
     run = partial(fake_run, data)
     out = tmp_path / "study"
@@ -196,10 +187,7 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
         calls.append((baseline[1], [h for _, h in systems], list(references)))
         return {systems[0][0]: 0.5 / len(references)}
 
-    monkeypatch.setattr(ca, "paired_bootstrap", fake_bootstrap, raising=False)
-    import seq2seq.report.study
-
-    monkeypatch.setattr(seq2seq.report.study, "paired_bootstrap", fake_bootstrap)
+    monkeypatch.setattr(ca, "paired_bootstrap", fake_bootstrap)
     rows = {r["variant"]: r for r in ca.report(out, [1, 2, 3])}
     assert list(rows) == ["bahdanau", "luong_dot", "none"]
     assert rows["bahdanau"]["valid_bleu"] == [30.0, 32.0, 34.0] and rows["bahdanau"]["p_seeds"] == []
@@ -222,7 +210,6 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
 
 
 def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    ca = _compare_attention()
     calls = []
 
     def fake_run(cmd, **kwargs):
@@ -246,7 +233,6 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
 
 
 def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:
-    ca = _compare_attention()
     (tmp_path / "speed.json").write_text("{not json")
     with pytest.raises(SystemExit, match=r"speed.json .*delete it and run --speed again"):
         ca.measure_speed(tmp_path, ["bahdanau"], [])
@@ -259,7 +245,6 @@ def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:
 
 def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    ca = _compare_attention()
     data = fake_test_set(tmp_path)
     out = tmp_path / "study"
 

@@ -1,4 +1,4 @@
-"""Attention of one translation as text (a table of percentages) or as a heatmap PNG.
+"""Attention of one translation as text (a table of percentages) or as a heatmap (PNG, or on given axes).
 
 ``attention`` is (T', S): a row per emitted target token, plus one for EOS when the hypothesis ended
 with it (T' = T + 1), a column per source subword. matplotlib is imported only when a plot is drawn.
@@ -10,7 +10,9 @@ import unicodedata
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import Tensor
 
 from seq2seq.errors import ConfigError, DataError
@@ -65,6 +67,23 @@ def require_matplotlib() -> None:
                           "or leave attention_plots unset") from None
 
 
+def draw_heatmap(ax: Any, src_pieces: Sequence[str], tgt_pieces: Sequence[str], attention: Tensor | Sequence,
+                 title: str | None = None, label_size: float | None = None, title_size: float = 9) -> Any:
+    """Draw the attention (T', S) on the matplotlib axes ``ax``: target pieces down, source pieces across,
+    weights 0 to 1 on one colour scale; ``label_size`` for the pieces (matplotlib's default: None). The image,
+    for a colorbar. ``save_heatmap`` draws one translation with it, the attention study a grid of them."""
+    weights = torch.as_tensor(attention).float()
+    labels = row_labels(tgt_pieces, weights.size(0))
+    rows, cols = weights.shape
+    size = {} if label_size is None else {"fontsize": label_size}
+    image = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(cols), labels=[_literal(p) for p in src_pieces], rotation=90, **size)
+    ax.set_yticks(range(rows), labels=[_literal(p) for p in labels], **size)
+    if title:
+        ax.set_title(_literal(title[:80]), fontsize=title_size)
+    return image
+
+
 def save_heatmap(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequence[str], attention: Tensor,
                  title: str | None = None) -> None:
     """Write the attention as a PNG heatmap: target pieces down, source pieces across."""
@@ -72,18 +91,13 @@ def save_heatmap(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequen
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    labels = row_labels(tgt_pieces, attention.size(0))
     rows, cols = attention.shape
     fig = Figure(figsize=(min(30.0, 2.0 + 0.35 * cols), min(30.0, 1.5 + 0.3 * rows)), layout="constrained")
     FigureCanvasAgg(fig)  # the Agg backend, without touching pyplot's global state
     ax = fig.add_subplot()
-    image = ax.imshow(attention.float().numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(cols), labels=[_literal(p) for p in src_pieces], rotation=90)
-    ax.set_yticks(range(rows), labels=[_literal(p) for p in labels])
+    image = draw_heatmap(ax, src_pieces, tgt_pieces, attention, title)
     ax.set_xlabel("source")
     ax.set_ylabel("target")
-    if title:
-        ax.set_title(_literal(title[:80]), fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,9 @@
 it lies near the diagonal, how far apart its raw scores lie, and paired bootstrap significance (sacreBLEU's
 own test).
 
-scripts/compare_attention.py runs the study; these functions are its arithmetic, tested on hand-made
-inputs in tests/test_study.py.
+seq2seq/report/attention_study.py runs the study; these functions are its arithmetic, tested on hand-made
+inputs in tests/test_study.py. :func:`measure_scores` watches a trained model's raw scores
+(scripts/attention_scores.py).
 
 Shapes: T target length (rows, EOS included), S source length (columns).
 """
@@ -11,11 +12,16 @@ Shapes: T target length (rows, EOS included), S source length (columns).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import sacrebleu
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from seq2seq.inference.translator import Translator
 
 LENGTH_EDGES = (10, 15, 20)  # source subwords: buckets 1-10, 11-15, 16-20, 21+ (Multi30k test: 189, 460, 237, 114)
 
@@ -95,3 +101,44 @@ def paired_bootstrap(baseline: tuple[str, Sequence[str]], systems: Sequence[tupl
     _, results = test()
     p_values = [r.p_value for r in results["BLEU"][1:]]  # the first result is the baseline's
     return {name: (math.nan if p is None else float(p)) for (name, _), p in zip(systems, p_values, strict=True)}
+
+
+def measure_scores(translator: Translator, checkpoint: str, sentences: list[str]) -> str:
+    """One line about the raw attention scores of ``translator`` (loaded from ``checkpoint``) on ``sentences``,
+    translated greedily one at a time (no padding in a row) while its score function is watched: the mean
+    :func:`score_spread`, the mean :func:`attention_entropy`, and for Luong's general score the spectral norm of
+    its bilinear matrix W_a. The watch is removed afterwards."""
+    from seq2seq.nn.attention import GeneralAttention
+
+    name = translator.config.model.attention
+    attention = translator.model.decoder.attention
+    if attention is None:
+        return f"{checkpoint}: {name}, no attention scores"
+    scores: list[Tensor] = []
+    score = attention.score  # the bound method; the instance attribute below shadows it while we watch
+
+    def watched(query: Tensor, keys: Tensor) -> Tensor:
+        out = score(query, keys)
+        scores.append(out.detach())
+        return out
+
+    attention.score = watched
+    try:
+        entropies = []
+        greedy = translator.with_decode(beam_size=1, nbest=1)
+        for sentence in sentences:  # one at a time: no padded positions in a row
+            result = translator.translations([sentence], greedy)[0]
+            if result.attention:
+                entropies.append(attention_entropy(result.attention[0]))
+    finally:
+        del attention.score
+    spreads = [score_spread(s) for s in scores if s.size(-1) > 1]
+    if not spreads:
+        return f"{checkpoint}: {name}, no source longer than one subword"
+    std = statistics.fmean(s for s, _ in spreads)
+    gap = statistics.fmean(g for _, g in spreads)
+    line = (f"{checkpoint}: {name}, {len(sentences)} sentences: score sd {std:.2f}, top-2 gap {gap:.2f}, "
+            f"entropy {statistics.fmean(entropies):.2f} nats")
+    if isinstance(attention, GeneralAttention):  # the bilinear matrix of h_t^T W_a h_s
+        line += f", ||W_a||_2 {float(torch.linalg.matrix_norm(attention.w_a.weight.detach(), 2)):.1f}"
+    return line

@@ -1,21 +1,26 @@
-"""The attention study's figures (scripts/compare_attention.py): learning curves, BLEU by source length, and
-the same test sentences' heat-maps side by side across variants."""
+"""The attention study's figures (seq2seq/report/attention_study.py): learning curves, BLEU by source length,
+and the same test sentences' heat-maps side by side across variants (each drawn by
+seq2seq.report.plot.draw_heatmap). Needs matplotlib (the plot or dev extra)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from seq2seq.report.plot import draw_heatmap
 
 
-def _pyplot():
-    import matplotlib
+def _figure(rows: int = 1, cols: int = 1, figsize: tuple[float, float] = (8, 5)) -> tuple[Any, Any]:
+    """A figure on the Agg backend (pyplot's global state untouched) and its rows x cols axes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
 
-    return plt
 
-
-def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> None:
     """Labels, grid, legend, and the PNG at ``path``."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -24,14 +29,13 @@ def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Validation BLEU (greedy) against epochs, the first seed of each variant. Epochs, not minutes: the runs
     shared the machine, so their minutes depend on what ran beside them."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, axes = _figure()
+    ax = axes[0][0]
     for r in rows:
         _, ys, xs = zip(*r["curve"][0], strict=True)  # (minutes, BLEU, epoch) per validation
         ax.plot(xs, ys, marker=".", label=r["variant"])
@@ -41,8 +45,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 def plot_by_length(rows: list[dict], path: Path) -> None:
     """Test BLEU by source-length bucket (mean over seeds), as Bahdanau et al. (2015, Fig. 2) plot it."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, axes = _figure()
+    ax = axes[0][0]
     for r in rows:
         labels = [f"{b[0]}\n({b[1]})" for b in r["bleu_by_length"]]
         ax.plot(labels, [b[2] for b in r["bleu_by_length"]], marker="o", label=r["variant"])
@@ -52,20 +56,14 @@ def plot_by_length(rows: list[dict], path: Path) -> None:
 
 def plot_heatmaps(rows: list[dict], path: Path) -> None:
     """One row per variant, one column per test sentence: the best translation's attention (first seed)."""
-    plt = _pyplot()
     with_maps = [r for r in rows if r["heatmaps"]]
     if not with_maps:
         return
     cols = len(with_maps[0]["heatmaps"])
-    fig, axes = plt.subplots(len(with_maps), cols, figsize=(5.5 * cols, 4.2 * len(with_maps)), squeeze=False)
+    fig, axes = _figure(len(with_maps), cols, figsize=(5.5 * cols, 4.2 * len(with_maps)))
     for i, r in enumerate(with_maps):
         for j, h in enumerate(r["heatmaps"]):
-            ax = axes[i][j]
-            ax.imshow(h["weights"], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-            ax.set_xticks(range(len(h["src"])), labels=h["src"], rotation=90, fontsize=6)
-            rows_labels = (h["tgt"] + ["</s>"])[: len(h["weights"])]
-            ax.set_yticks(range(len(rows_labels)), labels=rows_labels, fontsize=6)
-            ax.set_title(f"{r['variant']}, test line {h['line'] + 1}", fontsize=8)
+            draw_heatmap(axes[i][j], h["src"], h["tgt"], h["weights"], f"{r['variant']}, test line {h['line'] + 1}",
+                         label_size=6, title_size=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)

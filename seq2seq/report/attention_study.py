@@ -1,0 +1,354 @@
+"""The attention study: every variant trained to convergence over several seeds, then compared.
+scripts/compare_attention.py is its command line (and ``python -m seq2seq.report.attention_study``):
+
+    python scripts/compare_attention.py                      # all variants, seeds 1 2 3, two runs at a time
+    python scripts/compare_attention.py --jobs 1 --seeds 1   # one run at a time, one seed
+    python scripts/compare_attention.py --report             # only rebuild the report from what is done
+    python scripts/compare_attention.py --speed              # time every variant's training, quiet machine
+
+One recipe (STUDY below) for every variant on Multi30k en->de: 12 epochs with the cosine schedule annealing
+the rate from 4e-3 to its floor by the last one (so every run ends converged; the curves show it), threads=1, so two
+runs side by side use the two cores. A
+finished run leaves everything the report needs in {out}/runs/{variant}_s{seed}.json (scores, test
+hypotheses, attention statistics, three heat-maps), so the study resumes where it stopped, across
+sittings, even without the checkpoints; an interrupted training run continues from its last.pt.
+
+The report ({out}/results.md, results.json, valid_bleu.png, bleu_by_length.png, heatmaps.png): per variant
+mean +- sd over seeds of the best validation BLEU and test BLEU / chrF (beam 5), parameters, training
+tokens/s, epochs and minutes to convergence (the first epoch within 0.5 BLEU of the run's best), the
+attention's entropy and diagonal mass, and sacreBLEU's paired bootstrap p-values against Bahdanau: one over
+all seeds pooled, and the largest of the seed-for-seed tests.
+
+Speed is measured apart from the runs, because two runs share the machine (and whatever else runs beside
+them): --speed times 60 training steps of every variant with scripts/benchmark.py, one variant after
+another on one thread, into {out}/speed.json. The report's tokens/s come from there, and its minutes to
+convergence are the training tokens up to that epoch at that speed (validation not included). Without
+speed.json it shows the runs' own figures, marked *.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from seq2seq.files import atomic_write
+from seq2seq.registry import variant
+from seq2seq.report.study import bleu_by_length, paired_bootstrap
+
+VARIANTS = {
+    "bahdanau": ["model/attention=bahdanau"],
+    "luong_dot": ["model/attention=luong_dot"],
+    "luong_general": ["model/attention=luong_general"],
+    "luong_concat": ["model/attention=luong_concat"],
+    "scaled_dot": ["model/attention=scaled_dot"],
+    "multihead": ["model/attention=multihead"],
+    "local_p": ["model/attention=luong_general", "model.attention_window=10"],
+    "none": ["model/attention=none"],
+}
+# A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in
+# about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget
+# of 12 epochs over which the cosine schedule anneals the rate from 4e-3 (calibrated: docs/attention-study.md,
+# *The budget, calibrated*), and no early stopping, so every variant gets the same training.
+STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
+         "model.dropout=0.2", "optim.lr=4e-3", "train.max_minutes=null", "train.max_epochs=12", "train.patience=100",
+         "threads=1"]
+HEATMAP_SENTENCES = (3, 150, 777)  # test_2016_flickr lines shown side by side
+SCRIPT = "scripts/compare_attention.py"  # the command line, as messages name it
+BENCHMARK = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"  # --speed: the source checkout's
+
+
+def train(name: str, seed: int, runs: Path, extra: list[str]) -> Path:
+    """Train (or continue) one run; returns its directory."""
+    run = runs / f"{name}_s{seed}"
+    exe = str(Path(sys.executable).with_name("seq2seq-train"))
+    args = [exe, *STUDY, *VARIANTS[name], f"seed={seed}", f"hydra.run.dir={run}", *extra]
+    if (run / "last.pt").exists():
+        args.append("resume=true")
+    print(f"== {name} seed {seed}: {' '.join(args[1:])}", flush=True)
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0 and "finished run" not in out.stderr:
+        raise RuntimeError(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
+    return run
+
+
+def summarize(run: Path, out_json: Path) -> None:
+    """Everything the report needs from one finished run, into ``out_json`` (runs in its own process)."""
+    from seq2seq import cpu
+    from seq2seq.data.corpus import split_lines
+    from seq2seq.inference.bleu import corpus_scores
+    from seq2seq.inference.translator import Translator
+    from seq2seq.report.study import attention_entropy, diagonal_mass
+
+    cpu.setup(1)
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    # by step: a resumed run's timing.jsonl still holds what the killed process logged after its last save
+    timing = {t["step"]: t for t in map(json.loads, (run / "timing.jsonl").read_text().splitlines())}
+    timing = [timing[m["step"]] for m in metrics]
+    best = max(i for i, m in enumerate(metrics) if m["best"])  # the record best.pt was saved at
+    translator = Translator.from_checkpoint(run / "best.pt", device="cpu")
+    attends = variant(translator.config.model.attention).score_class is not None
+    data = translator.config.data
+    src, ref = split_lines(data, data.test_split)
+    results = translator.translations(src)
+    hyps = [r.text for r in results]
+    test = corpus_scores(hyps, ref)
+    maps = [r.attention[0] for r in results if r.attention] if attends else []
+    heatmaps = [{"line": i, "src": results[i].src_pieces, "tgt": results[i].tgt_pieces[0],
+                 "weights": [[round(float(w), 4) for w in row] for row in results[i].attention[0]]}
+                for i in HEATMAP_SENTENCES if attends and i < len(results) and results[i].attention]
+    summary = {
+        "params": translator.model.num_parameters(), "valid_bleu": metrics[best]["bleu"],
+        "valid_chrf": metrics[best]["chrf"], "test_bleu": test.bleu, "test_chrf": test.chrf,
+        "tokens_per_s": timing[-1]["tokens_per_s"], "minutes_to_best": timing[best]["elapsed_s"] / 60,
+        "epochs": metrics[-1]["epoch"], "best_epoch": metrics[best]["epoch"],
+        "train_tokens": round(timing[-1]["tokens_per_s"] * timing[-1]["train_s"]),  # target tokens, all epochs
+        "curve": [(t["elapsed_s"] / 60, t["bleu"], t["epoch"]) for t in timing],  # minutes, BLEU, epoch
+        "entropy": statistics.fmean(attention_entropy(m) for m in maps) if maps else None,
+        "diagonal": statistics.fmean(diagonal_mass(m) for m in maps) if maps else None,
+        "src_lengths": [len(r.src_pieces) for r in results], "hypotheses": hyps, "heatmaps": heatmaps,
+        "test": [data.dir, data.test_split, data.src_lang, data.tgt_lang],
+    }
+    atomic_write(out_json, json.dumps(summary).encode("utf-8"))  # a kill mid-write must not leave a "done" run
+
+
+def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> None:
+    result = out / "runs" / f"{name}_s{seed}.json"
+    if result.exists():
+        return
+    run = train(name, seed, runs, extra)
+    subprocess.run([sys.executable, "-m", "seq2seq.report.attention_study", "--summarize", str(run), str(result)],
+                   check=True)
+    print(f"== {name} seed {seed}: done, {result}", flush=True)
+
+
+def mean_sd(values: list[float], digits: int = 2) -> str:
+    """mean ± sample sd; one value alone, without a spread it does not have."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def read_json(path: Path, fix: str) -> dict:
+    """A JSON file of the study's; a damaged one stops the script with its name and ``fix``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot read {path} ({e}); {fix}") from None
+
+
+def measure_speed(out: Path, variants: list[str], extra: list[str], steps: int = 60) -> dict:
+    """Training target tokens/s of each variant at the study's size on one thread (scripts/benchmark.py
+    --train-only: the same first batches for every variant), one after another, into {out}/speed.json with
+    the recipe they were measured with. Variants already measured with this recipe are kept; a changed
+    recipe starts again. Run nothing else meanwhile."""
+    if not BENCHMARK.is_file():
+        raise SystemExit(f"--speed runs {BENCHMARK}, which is not there: run the study from a source checkout")
+    path = out / "speed.json"
+    recipe = [o for o in STUDY if not o.startswith("threads=")] + extra  # benchmark.py sets the threads itself
+    speed = read_json(path, "delete it and run --speed again") if path.exists() else {}
+    if speed.get("recipe") != recipe:
+        speed = {"recipe": recipe, "tokens_per_s": {}}
+    for name in variants:
+        if name in speed["tokens_per_s"]:
+            continue
+        cmd = [sys.executable, str(BENCHMARK), "--train-only", "--threads", "1",
+               "--steps", str(steps), "--", *recipe, *VARIANTS[name]]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"timing {name} failed: scripts/benchmark.py {' '.join(cmd[2:])} said\n"
+                             f"{done.stderr.strip()[-2000:]}")
+        tokens_per_s = json.loads(done.stdout.strip().splitlines()[-1])["train_tgt_tokens_per_s"]
+        speed["tokens_per_s"][name] = round(tokens_per_s, 1)
+        path.write_text(json.dumps(speed, indent=1) + "\n", encoding="utf-8")
+        print(f"== {name}: {tokens_per_s:.0f} target tokens/s (training, one thread)", flush=True)
+    return speed
+
+
+CONVERGED_WITHIN = 0.5  # BLEU: a run has converged at the first validation this close to its best
+
+
+def converged_epoch(run: dict) -> int:
+    """The first epoch whose validation BLEU is within CONVERGED_WITHIN of the run's best. The best epoch itself
+    is a noisy argmax late in a cosine schedule (a flat tail picks any of its epochs)."""
+    best = max(bleu for _, bleu, _ in run["curve"])
+    return next(epoch for _, bleu, epoch in run["curve"] if bleu >= best - CONVERGED_WITHIN)
+
+
+def convergence(runs: list[dict], quiet: float | None) -> tuple[float, bool, list[float], list[float]]:
+    """Target tokens/s (and whether measured quietly), epochs and minutes to convergence (converged_epoch)
+    over a variant's runs: the minutes are the training tokens up to that epoch at the quiet speed when it was
+    measured (validation not included), else the runs' own elapsed minutes there (validation included)."""
+    epochs = [converged_epoch(r) for r in runs]
+    if quiet is None:
+        minutes = [next(m for m, _, e in r["curve"] if e == epoch) for r, epoch in zip(runs, epochs, strict=True)]
+        return statistics.fmean(r["tokens_per_s"] for r in runs), False, [float(e) for e in epochs], minutes
+    return quiet, True, [float(e) for e in epochs], [r["train_tokens"] / r["epochs"] * e / quiet / 60
+                                                     for r, e in zip(runs, epochs, strict=True)]
+
+
+SUMMARY_KEYS = ("params", "valid_bleu", "test_bleu", "test_chrf", "tokens_per_s", "minutes_to_best", "epochs",
+                "best_epoch", "train_tokens", "curve", "entropy", "diagonal", "src_lengths", "hypotheses",
+                "heatmaps", "test")
+
+
+def finished_run(path: Path) -> dict:
+    """One run's summary; one from an older version of this script names the command that redoes it."""
+    summary = read_json(path, "delete it: the study redoes the run")
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing or len(summary["curve"][0]) < 3:
+        raise SystemExit(f"{path} lacks {', '.join(missing) or 'the epochs of its curve'} (an older summary); "
+                         f"with its run directory at hand, redo it with: python {SCRIPT} --summarize "
+                         f"runs/attention_study/{path.stem} {path}")
+    return summary
+
+
+def report(out: Path, seeds: list[int]) -> list[dict]:
+    """Aggregate the finished runs into results.json / results.md and the figures."""
+    from seq2seq.data.corpus import read_parallel
+    from seq2seq.report.study_plots import plot_by_length, plot_curves, plot_heatmaps
+
+    done = {(n, s): finished_run(out / "runs" / f"{n}_s{s}.json") for n in VARIANTS for s in seeds
+            if (out / "runs" / f"{n}_s{s}.json").exists()}
+    if not done:
+        raise SystemExit(f"no finished runs in {out / 'runs'} yet")
+    _, ref = read_parallel(*next(iter(done.values()))["test"])
+    speed = {}
+    if (out / "speed.json").exists():
+        speed = read_json(out / "speed.json", "delete it and run --speed again")["tokens_per_s"]
+    rows = []
+    for name in VARIANTS:
+        mine = [(s, done[name, s]) for s in seeds if (name, s) in done]
+        if not mine:
+            continue
+        pairs = [s for s, _ in mine if ("bahdanau", s) in done and name != "bahdanau"]
+        p = [paired_bootstrap((f"bahdanau s{s}", done["bahdanau", s]["hypotheses"]),
+                              [(f"{name} s{s}", done[name, s]["hypotheses"])], ref)[f"{name} s{s}"] for s in pairs]
+        pooled = pooled_bootstrap([done["bahdanau", s]["hypotheses"] for s in pairs],
+                                  [done[name, s]["hypotheses"] for s in pairs], ref) if pairs else None
+        by_length = [bleu_by_length(r["hypotheses"], ref, r["src_lengths"]) for _, r in mine]
+        tokens_per_s, quiet, epochs, minutes = convergence([r for _, r in mine], speed.get(name))
+        rows.append({
+            "variant": name, "seeds": [s for s, _ in mine], "params": mine[0][1]["params"],
+            **{k: [r[k] for _, r in mine] for k in ("valid_bleu", "test_bleu", "test_chrf", "entropy", "diagonal",
+                                                    "curve")},
+            "tokens_per_s": tokens_per_s, "speed_measured_quietly": quiet, "epochs_to_converge": epochs,
+            "minutes_to_converge": minutes, "best_epoch": [r["best_epoch"] for _, r in mine],
+            "p_vs_bahdanau": p, "p_vs_bahdanau_pooled": pooled, "p_seeds": pairs,
+            "bleu_by_length": [(b[0], b[1], statistics.fmean(x[i][2] for x in by_length if x[i][2] is not None)
+                                if any(x[i][2] is not None for x in by_length) else None)
+                               for i, b in enumerate(by_length[0])],
+            "heatmaps": mine[0][1]["heatmaps"],
+        })
+    (out / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "heatmaps"} for r in rows],
+                                                  indent=1), encoding="utf-8")
+    (out / "results.md").write_text(table(rows, cpu_hours(list(done.values()))), encoding="utf-8")
+    plot_curves(rows, out / "valid_bleu.png")
+    plot_by_length(rows, out / "bleu_by_length.png")
+    plot_heatmaps(rows, out / "heatmaps.png")
+    return rows
+
+
+def pooled_bootstrap(baseline: list[list[str]], system: list[list[str]], ref: list[str]) -> float:
+    """One paired bootstrap over all seeds at once: each side's runs concatenated (seed 1's test set, then seed
+    2's, ...), against the references repeated as often, so that it tests the seeds' outputs together rather
+    than one pair at a time. It resamples sentences, not seeds: the p-value is conditional on these runs and
+    says nothing of how another seed would do; the seeds' standard deviation is the measure of that."""
+    joined = [sum(baseline, []), sum(system, [])]
+    return paired_bootstrap(("bahdanau", joined[0]), [("variant", joined[1])], ref * len(system))["variant"]
+
+
+def format_p(p: float | None, samples: int = 1000) -> str:
+    """A p-value for the table; the smallest the bootstrap can give, 1 / (samples + 1), shown as a bound."""
+    if p is None or p != p:
+        return "–"
+    return f"< {1 / samples:g}" if p <= 1 / (samples + 1) + 1e-12 else f"{p:.3f}"
+
+
+def cpu_hours(runs: list[dict]) -> float:
+    """The study's CPU time: every run's wall clock of training and validation (its curve's last minutes,
+    kept across resumes), each run on one thread, so thread-hours. Not included: the test decodes, the time
+    between sittings, and work after a run's last save that a kill threw away."""
+    return sum(r["curve"][-1][0] for r in runs) / 60
+
+
+def table(rows: list[dict], hours: float | None = None) -> str:
+    lines = ["| attention | seeds | params | best valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
+             "p vs bahdanau, seeds pooled | p vs bahdanau, per seed (max) | target tokens/s | epochs to converge | "
+             "training minutes to converge | entropy (nats) | diagonal mass |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        measured = [p for p in r["p_vs_bahdanau"] if p == p]  # NaN: sacreBLEU gave none
+        per_seed = format_p(max(measured)) if measured else "–"
+        stats = [mean_sd([x for x in r[k] if x is not None]) for k in ("entropy", "diagonal")]
+        lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['params'] / 1e6:.2f} M | {mean_sd(r['valid_bleu'])} | "
+                     f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | "
+                     f"{format_p(r['p_vs_bahdanau_pooled'])} | "
+                     f"{per_seed} | {r['tokens_per_s']:.0f}{'' if r['speed_measured_quietly'] else '*'} | "
+                     f"{mean_sd(r['epochs_to_converge'], 1)} | {mean_sd(r['minutes_to_converge'])} | "
+                     f"{stats[0]} | {stats[1]} |")
+    lines.append(f"\np: sacreBLEU's paired bootstrap (two-sided, 1,000 resamples) against Bahdanau on test BLEU, over "
+                 "the seeds both have; it resamples sentences, not seeds, so it is conditional on these runs (the ± sd "
+                 f"is the spread between runs). Converged: the first epoch within {CONVERGED_WITHIN} BLEU of the run's "
+                 "best validation BLEU (the cosine schedule ends at the last epoch for every variant, so this comes "
+                 "late by construction)")
+    if not all(r["speed_measured_quietly"] for r in rows):
+        lines.append("\n\\* the runs' own figures, beside other runs (validation included); "
+                     "`--speed` measures them quietly")
+    if hours is not None:
+        lines.append(f"\nCPU time: {sum(len(r['seeds']) for r in rows)} runs, {hours:.1f} thread-hours in all "
+                     "(each run on one thread: the wall clock of its training and validation while its process ran, "
+                     "beside the other runs; not counted: test decoding, time between sittings, work lost to a "
+                     "kill)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog=SCRIPT, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/attention_study", help="results (kept in git)")
+    parser.add_argument("--runs", default="runs/attention_study", help="run directories (checkpoints)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one thread)")
+    parser.add_argument("--report", action="store_true", help="only rebuild the report")
+    parser.add_argument("--speed", action="store_true",
+                        help="time each variant's training (one thread, quiet machine) into speed.json, then report")
+    parser.add_argument("--summarize", nargs=2, metavar=("RUN", "JSON"), help=argparse.SUPPRESS)
+    parser.add_argument("extra", nargs="*", help="more seq2seq-train overrides, after --")
+    args = parser.parse_args()
+    if args.summarize:
+        return summarize(Path(args.summarize[0]), Path(args.summarize[1]))
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    if args.speed:
+        measure_speed(out, args.variants, args.extra)
+    elif not args.report:
+        todo = [(n, s) for s in args.seeds for n in args.variants]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = {(n, s): pool.submit(run_one, n, s, out, Path(args.runs), args.extra) for n, s in todo}
+            for (n, s), future in futures.items():
+                try:
+                    future.result()
+                except Exception as e:  # the others go on; the report shows what finished
+                    print(f"== {n} seed {s}: FAILED: {e}", flush=True)
+                    failed.append(f"{n} seed {s}")
+    try:
+        print(report(out, args.seeds) and (out / "results.md").read_text())
+    finally:  # also when the report itself stops (no finished run, a damaged summary)
+        if failed:
+            print(f"{len(failed)} run(s) failed ({', '.join(failed)}); their errors are above. Fix the cause and "
+                  "run the same command again: it redoes only what is missing", file=sys.stderr)
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
