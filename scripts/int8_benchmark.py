@@ -4,7 +4,7 @@
     python scripts/int8_benchmark.py runs/x/best.pt --split val --rounds 3 --threads 2
 
 Both models are loaded once; each round translates the whole split with fp32 and then int8, for beam 5
-(the default decode settings) and greedy. The load average (``uptime``) is printed before and after:
+(the default decode settings) and greedy. The 1-minute load average is printed before and after:
 timings on a shared machine are only comparable within a run. Prints a Markdown table.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+import math
 import statistics
 import time
 from pathlib import Path
@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 
 from seq2seq.config import DecodeConfig
-from seq2seq.data.corpus import corpus_path
-from seq2seq.files import read_lines
+from seq2seq.cpu import load_average
+from seq2seq.data.corpus import split_lines
 from seq2seq.inference.bleu import corpus_scores
 from seq2seq.inference.translator import Translator
 
 
 def load() -> str:
-    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    return f"1-minute load average {load_average(math.nan):.2f}"
 
 
 def main() -> None:
@@ -44,10 +44,8 @@ def main() -> None:
     models = {"fp32": Translator.from_checkpoint(args.checkpoint, device="cpu"),
               "int8": Translator.from_checkpoint(args.checkpoint, device="cpu", quantize="int8")}
     data = models["fp32"].config.data
-    directory = Path(args.data_dir or data.dir)
     split = args.split or data.test_split
-    sources = read_lines(corpus_path(directory, split, data.src_lang))[: args.limit]
-    refs = read_lines(corpus_path(directory, split, data.tgt_lang))[: args.limit]
+    sources, refs = split_lines(data, split, args.limit, directory=args.data_dir)
     print(f"{args.checkpoint}: {split}, {len(sources)} sentences, {args.threads} thread(s); {load()}")
     settings = {"beam 5": DecodeConfig(), "greedy": dataclasses.replace(DecodeConfig(), beam_size=1, alpha=0.0)}
     rates: dict[tuple[str, str], list[float]] = {}

@@ -15,17 +15,15 @@
    server does (evaluate still sorts all the sentences by length, which a server cannot).
 
 Bounded: at most ``--sentences`` sentences, ``--timeout`` seconds for the whole run. Loopback only: the
-script starts its own server on 127.0.0.1 and talks to nothing else.
+script starts its own server on 127.0.0.1 and talks to nothing else (seq2seq/serving/harness.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,23 +32,21 @@ import threading
 import time
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from seq2seq.serving.harness import HOST, Server, in_flight_batch_tokens, post
+
 EVALUATE = "from seq2seq.cli.main import evaluate; evaluate()"
-SERVE = "from seq2seq.cli.main import serve; serve()"
 
 
 def test_sentences(checkpoint: str, src: str | None, count: int) -> list[str]:
     """The first ``count`` lines of ``src``, or of the checkpoint corpus's test split."""
     from seq2seq.checkpoint import checkpoint_config, load_checkpoint
-    from seq2seq.data.corpus import corpus_path
+    from seq2seq.data.corpus import split_lines
     from seq2seq.files import read_lines
 
-    if src is None:
-        data = checkpoint_config(load_checkpoint(checkpoint), checkpoint).data
-        path = corpus_path(data.dir, data.test_split, data.src_lang)
-    else:
-        path = Path(src)
-    return read_lines(path)[:count]
+    if src is not None:
+        return read_lines(src)[:count]
+    data = checkpoint_config(load_checkpoint(checkpoint), checkpoint).data
+    return split_lines(data, data.test_split, count)[0]
 
 
 def offline(args: argparse.Namespace, sentences: list[str], tmp: Path,
@@ -67,51 +63,10 @@ def offline(args: argparse.Namespace, sentences: list[str], tmp: Path,
     return (tmp / "hyp").read_text(encoding="utf-8").split("\n")[: len(sentences)], float(found.group(1))
 
 
-def in_flight_batch_tokens(lengths: list[int], in_flight: int) -> int:
-    """decode.batch_tokens for batches of about ``in_flight`` sentences of these subword lengths (each
-    counted with its EOS, as seq2seq.inference.decoding.length_batches counts them)."""
-    return max(1, round(in_flight * sum(n + 1 for n in lengths) / max(1, len(lengths))))
-
-
 def source_lengths(checkpoint: str, sentences: list[str]) -> list[int]:
     from seq2seq.checkpoint import load_checkpoint, tokenizer_from
 
     return [len(ids) for ids in tokenizer_from(load_checkpoint(checkpoint)).encode_src(sentences)]
-
-
-class Server:
-    """seq2seq-serve on a free loopback port, its log drained so that a full pipe never blocks it."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        cmd = [sys.executable, "-c", SERVE, f"checkpoint={args.checkpoint}", f"host={HOST}", "port=0",
-               f"threads={args.threads}", f"decode.beam_size={args.beam}", "device=cpu",
-               f"max_sentences={max(32, args.per_request)}", f"batch_wait_ms={args.wait_ms}"]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        for line in self.proc.stderr:  # type: ignore[union-attr]
-            self.log.append(line)
-            if f"running on http://{HOST}:" in line:
-                self.port = int(line.split(f"{HOST}:")[1].split()[0])
-                break
-        else:
-            sys.exit(f"seq2seq-serve did not start:\n{''.join(self.log)[-2000:]}")
-        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def post(conn: http.client.HTTPConnection, sentences: list[str]) -> list[str]:
-    conn.request("POST", "/translate", json.dumps({"text": sentences}), {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    body = json.loads(response.read())
-    if response.status != 200:
-        raise RuntimeError(f"HTTP {response.status}: {body.get('error')}")
-    return [t["text"] for t in body["translations"]]
 
 
 def load(args: argparse.Namespace, port: int, sentences: list[str], deadline: float) -> tuple[dict, list, float]:
@@ -176,7 +131,12 @@ def main() -> None:
         expected, offline_rate = offline(args, sentences, Path(tmp))
     print(f"seq2seq-evaluate: {len(sentences)} sentences, beam {args.beam}, {args.threads} thread(s): "
           f"{offline_rate:.1f} sentences/s")
-    server = Server(args)
+    try:
+        server = Server(args.checkpoint, f"threads={args.threads}", f"decode.beam_size={args.beam}",
+                        f"max_sentences={max(32, args.per_request)}", f"batch_wait_ms={args.wait_ms}",
+                        start_timeout=max(1.0, deadline - time.monotonic()))
+    except RuntimeError as err:
+        sys.exit(str(err))
     try:
         post(http.client.HTTPConnection(HOST, server.port, timeout=60), sentences[:1])  # warm-up, untimed
         answers, latencies, seconds = load(args, server.port, sentences, deadline)

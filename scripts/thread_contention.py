@@ -26,6 +26,7 @@ its last step in time shows as nan). Prints a table; measures, asserts nothing.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import subprocess
@@ -33,6 +34,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from seq2seq.cpu import load_average
+from seq2seq.serving.harness import Lines
 
 RATE = re.compile(r"step (\d+) epoch \d+: loss \S+, (\d+) target tokens/s")
 POLICIES = {"before": {"GOMP_SPINCOUNT": "300000"}, "after": {}}
@@ -46,28 +50,25 @@ def train_rate(steps: int, threads: int, policy: str, tmp: Path, timeout: float)
     cmd = [exe, "experiment=toy", "device=cpu", f"threads={threads}", f"train.max_steps={steps}",
            f"train.log_every_steps={steps}", f"data.dir={tmp / 'data'}", f"data.cache_dir={tmp / 'cache'}",
            f"hydra.run.dir={tmp / f'run_{time.monotonic_ns()}'}"]
+
+    def last_step(line: str) -> bool:  # the rate is logged before the final validation, which is not waited for
+        match = RATE.search(line)
+        return bool(match) and int(match.group(1)) == steps
+
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline, rate = time.monotonic() + timeout, None
     try:
-        for line in proc.stderr:  # the rate is logged before the final validation, which is not waited for
-            match = RATE.search(line)
-            if match and int(match.group(1)) == steps:
-                rate = float(match.group(2))
-                break
-            if time.monotonic() > deadline:
-                break
+        line = Lines(proc.stderr).wait_for(last_step, timeout)  # type: ignore[arg-type]
+    except TimeoutError:
+        line = None
     finally:
         proc.kill()
         proc.wait()
-    return rate
+    match = RATE.search(line) if line else None
+    return float(match.group(2)) if match else None
 
 
 def busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
-def load_average() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -82,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     POLICIES["after"] = dict(item.split("=", 1) for item in args.after_env)
     after = POLICIES["after"] or "seq2seq's default (by the load at start)"
-    print(f"cores: {os.cpu_count()}; load average (1/5/15 min) at start: {load_average()}; "
+    print(f"cores: {os.cpu_count()}; 1-minute load average at start: {load_average(math.nan):.1f}; "
           f"before: {POLICIES['before']}, after: {after}", flush=True)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -102,13 +103,13 @@ def main() -> None:
                         if other:
                             other.kill()
                             other.wait()
-                    rows.append((load, threads, before, after, load_average()))
+                    rows.append((load, threads, before, after, load_average(math.nan)))
                     print(f"  {load}, threads={threads}: before {before}, after {after}", file=sys.stderr, flush=True)
-    print(f"\n{'':<14} {'threads':>7} {'before tok/s':>13} {'after tok/s':>12} {'after/before':>13}  load 1/5/15")
+    print(f"\n{'':<14} {'threads':>7} {'before tok/s':>13} {'after tok/s':>12} {'after/before':>13}  load (1 min)")
     for load, threads, before, after, avg in rows:
         ratio = f"{after / before:.2f}" if before and after else "-"
         print(f"{load:<14} {threads:>7} {before or float('nan'):>13.0f} {after or float('nan'):>12.0f} {ratio:>13}"
-              f"  {avg}")
+              f"  {avg:.1f}")
 
 
 if __name__ == "__main__":

@@ -13,15 +13,31 @@ from seq2seq.serving.batcher import Batcher
 
 
 class Spy:
-    """Records every translations() call of a real translator; the first waits for ``gate``."""
+    """Records every translations() call of a real translator; each call says it ``started``, then waits for
+    ``gate``."""
 
     def __init__(self, real: Translator) -> None:
-        self.real, self.calls, self.gate = real, [], threading.Event()
+        self.real, self.calls, self.gate, self.started = real, [], threading.Event(), threading.Event()
 
     def translations(self, sentences: list[str], decode: DecodeConfig) -> list:
-        self.gate.wait(30)
+        self.started.set()
+        self.gate.wait(60)
         self.calls.append((list(sentences), decode.beam_size))
         return self.real.translations(sentences, decode)
+
+
+HOLD = ["z y x"]  # a request that holds the worker in translations() while the others queue up
+
+
+def held_batcher(spy: Spy, translator: Translator) -> tuple[Batcher, object]:
+    """A started batcher whose worker is inside translations() for HOLD (the future returned), so whatever is
+    submitted next waits in the queue, and the worker finds all of it there once the gate opens: what it
+    gathers does not depend on how fast the submissions come."""
+    batcher = Batcher(spy, wait_s=0.0)  # type: ignore[arg-type]
+    batcher.start()
+    held = batcher.submit(HOLD, translator.decode)
+    assert spy.started.wait(60), "the worker never took the first request"
+    return batcher, held
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +47,23 @@ def translator(toy_run: Path) -> Translator:
 
 def test_queued_requests_share_one_call_and_get_their_own_answers(translator: Translator) -> None:
     spy = Spy(translator)
-    batcher = Batcher(spy, wait_s=0.5)  # type: ignore[arg-type]
-    batcher.start()
+    batcher, held = held_batcher(spy, translator)
     try:
         jobs = [["a b c", "d e"], ["f g h i"], ["j", "", "k l m"]]
         futures = [batcher.submit(j, translator.decode) for j in jobs]
         spy.gate.set()
         answers = [[t.text for t in f.result(60)] for f in futures]
+        assert held.result(60)[0].text == translator.translate(HOLD)[0]
     finally:
+        spy.gate.set()
         batcher.stop()
-    assert spy.calls == [([s for j in jobs for s in j], 5)]  # one call for all three
+    assert spy.calls == [(HOLD, 5), ([s for j in jobs for s in j], 5)]  # one call for all three
     assert answers == [translator.translate(j) for j in jobs]
 
 
 def test_different_decode_settings_are_decoded_apart(translator: Translator) -> None:
     spy = Spy(translator)
-    batcher = Batcher(spy, wait_s=0.5)  # type: ignore[arg-type]
-    batcher.start()
+    batcher, _ = held_batcher(spy, translator)
     try:
         greedy = translator.with_decode(beam_size=1)
         futures = [batcher.submit(["a b"], translator.decode), batcher.submit(["c d"], greedy),
@@ -55,8 +71,9 @@ def test_different_decode_settings_are_decoded_apart(translator: Translator) -> 
         spy.gate.set()
         answers = [f.result(60)[0].text for f in futures]
     finally:
+        spy.gate.set()
         batcher.stop()
-    assert sorted(spy.calls) == sorted([(["a b", "e f"], 5), (["c d"], 1)])
+    assert spy.calls == [(HOLD, 5), (["a b", "e f"], 5), (["c d"], 1)]  # one call per setting, in order of the first
     assert answers == [translator.translate(["a b"])[0], translator.translate(["c d"], beam_size=1)[0],
                        translator.translate(["e f"])[0]]
 

@@ -8,7 +8,6 @@ import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO
 
@@ -20,6 +19,7 @@ from seq2seq.config import (
     Config,
 )
 from seq2seq.inference.translator import Translator
+from seq2seq.serving.harness import Lines
 
 
 def test_cli_trains_and_refuses_to_overwrite_a_run(tmp_path: Path) -> None:
@@ -263,16 +263,16 @@ def test_sigterm_saves_last_pt_and_exits_143(tmp_path: Path) -> None:
     proc = subprocess.Popen(train_args(tmp_path, "train.max_steps=100000", "train.heartbeat_seconds=0.1",
                                        f"hydra.run.dir={run}"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env())
-    seen, deadline = [], time.monotonic() + 300
-    for line in proc.stderr:
-        seen.append(line)
-        if "heartbeat: step" in line or time.monotonic() > deadline:
-            break
-    assert "heartbeat: step" in seen[-1], "".join(seen[-20:])
-    proc.send_signal(15)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=120) == 143, rest
-    stderr = "".join(seen) + rest
+    try:
+        lines = Lines(proc.stderr)  # a deadline even while the process prints nothing
+        found = lines.wait_for(lambda line: "heartbeat: step" in line, timeout=300)
+        assert found, f"exited with status {proc.wait()}: {''.join(lines.seen[-20:])}"
+        proc.send_signal(15)
+        rest = lines.rest(timeout=120)
+        assert proc.wait(timeout=120) == 143, rest
+    finally:
+        proc.kill()
+    stderr = "".join(lines.seen)
     assert "(seq2seq's default)" in stderr and "CPU: 1 torch thread" in stderr  # passive or short spin, by load
     assert "terminated (SIGTERM): saved" in stderr and stderr.rstrip().endswith("terminated")
     progress = load_checkpoint(run / "last.pt")["progress"]

@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seq2seq.inference.decoding import length_batches
+from seq2seq.serving.harness import in_flight_batch_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from load_test import in_flight_batch_tokens  # noqa: E402
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

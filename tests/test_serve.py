@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,10 @@ from seq2seq.config import DecodeConfig  # noqa: E402
 from seq2seq.errors import ConfigError  # noqa: E402
 from seq2seq.inference.translator import Translator  # noqa: E402
 from seq2seq.serving.app import PAGE, Model, create_app, load  # noqa: E402
+from seq2seq.serving.harness import SERVE, Server  # noqa: E402
 from seq2seq.serving.settings import ServeConfig  # noqa: E402
 
 TRANSLATE = "from seq2seq.cli.main import translate; translate()"
-# SIGINT as a terminal's Ctrl-C delivers it: a background job of a shell (`make test &`) starts with SIGINT
-# ignored, which the server inherits, and then uvicorn's graceful stop ends with status 0 instead of 130
-SERVE = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-         "from seq2seq.cli.main import serve; serve()")
 
 
 def serve_config(toy_run: Path, **limits: object) -> ServeConfig:
@@ -182,11 +178,11 @@ def test_serve_config_is_checked() -> None:
 
 
 class SlowTranslator:
-    """A translator stand-in whose translations() blocks until released."""
+    """A translator stand-in whose translations() blocks until released (by the test, or after ``hold`` s)."""
 
-    def __init__(self, real: Translator) -> None:
+    def __init__(self, real: Translator, hold: float) -> None:
         self.real, self.decode, self.config, self.model = real, real.decode, real.config, real.model
-        self.max_src_len = real.max_src_len
+        self.max_src_len, self.hold = real.max_src_len, hold
         self.started, self.release = threading.Event(), threading.Event()
 
     def with_decode(self, beam_size: int | None, alpha: float | None, nbest: int | None) -> DecodeConfig:
@@ -194,70 +190,46 @@ class SlowTranslator:
 
     def translations(self, sentences: list[str], decode: DecodeConfig) -> list:
         self.started.set()
-        self.release.wait(30)
+        self.release.wait(self.hold)
         return self.real.translations(sentences, decode)
 
 
 def test_a_slow_request_does_not_block_health(toy_run: Path, model: Model) -> None:
-    slow = SlowTranslator(model.translator)
+    """/health answers while a translation is held in flight: the translation is released only after /health
+    has answered, so /health cannot be waiting for it. A server that blocked would fail by the bounded wait
+    below (the translation is held longer than that), not by a timing threshold."""
+    wait = 60.0
+    slow = SlowTranslator(model.translator, hold=3 * wait)
     app = create_app([Model("main", model.checkpoint, slow, None)], serve_config(toy_run))  # type: ignore[arg-type]
     with TestClient(app) as client:
         answers: list[int] = []
-        request = threading.Thread(target=lambda: answers.append(post(client, {"text": ["a b"]})[0]))
+        health: list[int] = []
+        request = threading.Thread(target=lambda: answers.append(post(client, {"text": ["a b"]})[0]), daemon=True)
+        check = threading.Thread(target=lambda: health.append(client.get("/health").status_code), daemon=True)
         request.start()
         try:
-            assert slow.started.wait(10)
-            start = time.perf_counter()
-            assert client.get("/health").status_code == 200
-            assert time.perf_counter() - start < 2.0
-            assert not answers  # the slow one is still running
+            assert slow.started.wait(wait), "the translation never started"
+            check.start()
+            check.join(wait)
+            assert health == [200], "/health did not answer while a translation was in flight"
+            assert not answers and not slow.release.is_set()  # the slow one is still running
         finally:
             slow.release.set()
-            request.join(30)
+            request.join(wait)
         assert answers == [200]
-
-
-class Server:
-    """seq2seq-serve as a subprocess on a free loopback port; its stderr is collected in ``log``."""
-
-    def __init__(self, checkpoint: Path, *overrides: str) -> None:
-        cmd = [sys.executable, "-c", SERVE, f"checkpoint={checkpoint}", "port=0", "threads=1", "device=cpu",
-               *overrides]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUTF8": "1"})
-        self.log: list[str] = []
-        self.port = self._wait_for_port(time.monotonic() + 120)
-        self._drain = threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True)
-        self._drain.start()  # a full pipe would block the server
-
-    def _wait_for_port(self, deadline: float) -> int:
-        for line in self.proc.stderr:  # type: ignore[union-attr]
-            self.log.append(line)
-            if "Uvicorn running on http://127.0.0.1:" in line:
-                return int(line.split("127.0.0.1:")[1].split()[0])
-            assert time.monotonic() < deadline, "seq2seq-serve did not start"
-        raise AssertionError(f"seq2seq-serve exited with status {self.proc.wait()}: {''.join(self.log)}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Send ``sig``; the exit status (the process is killed if it has not ended within 30 s)."""
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(30)
-        finally:
-            self.proc.kill()
-            self._drain.join(10)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_binds_loopback_and_stops_cleanly(toy_run: Path, sig: signal.Signals) -> None:
     import urllib.request
 
-    server = Server(toy_run / "best.pt")
+    server = Server(toy_run / "best.pt", "threads=1")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=10) as response:
             assert json.load(response)["status"] == "ok"
     finally:
         status = server.stop(sig)
-    log = "".join(server.log)
+    log = server.log
     assert status == (0 if sig == signal.SIGTERM else 130), log
     assert "Traceback" not in log and "stopped" in log
 
