@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from seq2seq.cli.schemas import EvaluateConfig, TranslateConfig, compose, register_configs
-from seq2seq.config import DataConfig, DecodeConfig, ModelConfig, OptimConfig, to_dataclass
+from seq2seq.config import DataConfig, DecodeConfig, ModelConfig, OptimConfig, to_dataclass, to_dict
 from seq2seq.errors import ConfigError
 from seq2seq.nn.model import Seq2Seq
 
@@ -33,11 +33,28 @@ def test_every_combination_composes_and_builds(data: str, model: str, attention:
     assert net.num_parameters() > 0
 
 
-@pytest.mark.parametrize("group", ["optim", "decode", "experiment"])
-def test_other_groups_compose(group: str) -> None:
-    for option in options(group):
-        cfg = compose([f"{group}={option}"])
-        Seq2Seq(cfg.model, 40, 50)
+def flat(values: dict, prefix: str = "") -> dict[str, object]:
+    """Nested settings as dotted keys: {"model.emb_size": 256, ...}."""
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in ("optim", "decode", "experiment") for o in options(g)])
+def test_other_groups_set_exactly_their_values(group: str, option: str) -> None:
+    """Choosing an option changes the settings its file states, to the values it states, and nothing else: an
+    experiment starts from the group options its defaults list picks."""
+    values = OmegaConf.to_container(OmegaConf.load(CONFIGS / group / f"{option}.yaml")) or {}
+    picks = [f"{key.split()[-1].lstrip('/')}={value}"  # "override /model/attention: x" -> model/attention=x
+             for entry in values.pop("defaults", []) for key, value in entry.items()]
+    stated = flat(values, "" if group == "experiment" else f"{group}.")
+    cfg = compose([f"{group}={option}"])
+    assert flat(to_dict(cfg)) == flat(to_dict(compose(picks))) | stated
+    assert Seq2Seq(cfg.model, 40, 50).num_parameters() > 0
 
 
 def test_joeynmt_reference_trains_like_joeynmt() -> None:

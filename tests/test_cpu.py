@@ -32,9 +32,8 @@ def test_busy_fraction_reads_proc_stat_lines() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux's /proc/stat")
-def test_busy_cores_sees_a_busy_process_now(tmp_path: Path) -> None:
-    """The decision follows what the CPUs do now: a spinning process counts as about one busy core, and a
-    /proc/stat that cannot be read falls back to the load average instead of failing the start."""
+def test_busy_cores_sees_a_busy_process_now() -> None:
+    """The decision follows what the CPUs do now: a spinning process counts as about one busy core."""
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
@@ -44,7 +43,16 @@ def test_busy_cores_sees_a_busy_process_now(tmp_path: Path) -> None:
     finally:
         spinner.kill()
         spinner.wait()
-    assert cpu.busy_cores(0.01, stat=str(tmp_path / "missing")) >= 0.0
+
+
+def test_busy_cores_falls_back_to_the_load_average(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where /proc/stat cannot be read (macOS, Windows) the 1-minute load average stands in; with neither, 0."""
+    monkeypatch.setattr(cpu.os, "getloadavg", lambda: (1.75, 0.5, 0.25), raising=False)
+    assert cpu.busy_cores(0.01, stat=str(tmp_path / "missing")) == 1.75
+    (tmp_path / "garbled").write_text("cpu  x y z\n", encoding="ascii")
+    assert cpu.busy_cores(0.01, stat=str(tmp_path / "garbled")) == 1.75
+    monkeypatch.delattr(cpu.os, "getloadavg", raising=False)
+    assert cpu.busy_cores(0.01, stat=str(tmp_path / "missing")) == 0.0
 
 
 def test_the_console_scripts_import_no_torch_before_setting_it() -> None:

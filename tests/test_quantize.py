@@ -9,6 +9,7 @@ import torch
 from torch.ao.nn.quantized import dynamic
 
 from seq2seq.cli.schemas import EvaluateConfig
+from seq2seq.data.corpus import split_lines
 from seq2seq.errors import ConfigError
 from seq2seq.inference.bleu import corpus_scores
 from seq2seq.inference.quantize import quantize
@@ -16,16 +17,14 @@ from seq2seq.inference.translator import Translator
 
 
 @pytest.fixture(scope="module")
-def test_pairs(toy_run: Path) -> tuple[list[str], list[str]]:
-    from seq2seq.checkpoint import checkpoint_config, load_checkpoint
-
-    data = checkpoint_config(load_checkpoint(toy_run / "best.pt")).data
-    return [(Path(data.dir) / f"test.{lang}").read_text(encoding="utf-8").splitlines()[:100]
-            for lang in (data.src_lang, data.tgt_lang)]
+def toy_test_split(translator: Translator) -> tuple[list[str], list[str]]:
+    """The first 100 pairs of the toy corpus's test split: sources and references."""
+    data = translator.config.data
+    return split_lines(data, data.test_split, 100)
 
 
-def test_a_quantized_model_translates_the_toy_task(toy_run: Path, test_pairs) -> None:
-    sources, refs = test_pairs
+def test_a_quantized_model_translates_the_toy_task(toy_run: Path, toy_test_split: tuple[list[str], list[str]]) -> None:
+    sources, refs = toy_test_split
     fp32 = Translator.from_checkpoint(toy_run / "best.pt", device="cpu")
     int8 = Translator.from_checkpoint(toy_run / "best.pt", device="cpu", quantize="int8")
     kinds = {type(m) for m in int8.model.modules()}
@@ -34,7 +33,18 @@ def test_a_quantized_model_translates_the_toy_task(toy_run: Path, test_pairs) ->
     hyps, reference_hyps = int8.translate(sources), fp32.translate(sources)
     assert corpus_scores(hyps, refs).bleu > 90
     assert sum(h == r for h, r in zip(hyps, reference_hyps, strict=True)) >= 90  # nearly all as fp32 translates
-    assert Translator.from_checkpoint(toy_run / "best.pt", device="cpu").model is not int8.model
+
+
+def test_quantize_returns_a_copy_and_leaves_the_model_alone(toy_run: Path) -> None:
+    """A server or a benchmark keeps its fp32 model beside the int8 one: quantizing must not convert it."""
+    model = Translator.from_checkpoint(toy_run / "best.pt", device="cpu").model
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    linears = nn_linear_count(model)
+    int8 = quantize(model, "int8", torch.device("cpu"))
+    assert nn_linear_count(model) == linears > 0 and nn_linear_count(int8) == 0
+    assert not any(isinstance(m, (dynamic.Linear, dynamic.GRU)) for m in model.modules())
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
 
 def nn_linear_count(model: torch.nn.Module) -> int:
