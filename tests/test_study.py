@@ -187,20 +187,30 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
         calls.append((baseline[1], [h for _, h in systems], list(references)))
         return {systems[0][0]: 0.5 / len(references)}
 
+    seed_calls = []
+
+    def fake_seed_bootstrap(baseline, system, references):
+        seed_calls.append(([h[-1] for h in baseline], [h[-1] for h in system], len(references)))
+        return 0.004, -10.0
+
     monkeypatch.setattr(ca, "paired_bootstrap", fake_bootstrap)
+    monkeypatch.setattr(ca, "seed_paired_bootstrap", fake_seed_bootstrap)
     rows = {r["variant"]: r for r in ca.report(out, [1, 2, 3])}
     assert list(rows) == ["bahdanau", "luong_dot", "none"]
     assert rows["bahdanau"]["valid_bleu"] == [30.0, 32.0, 34.0] and rows["bahdanau"]["p_seeds"] == []
     assert rows["luong_dot"]["p_seeds"] == [1, 3] and rows["none"]["p_seeds"] == [2]
-    # per seed: seed 1 against seed 1, seed 3 against seed 3; pooled: both seeds concatenated, references twice
+    # per seed: seed 1 against seed 1, seed 3 against seed 3; across seeds: the seeds both have, kept apart (not
+    # concatenated into one longer test set), against the references once
     dot = [c for c in calls if c[1][0][-1] in ("s1", "s3") and c[0][-1] in ("s1", "s3")]
-    assert [(c[0][-1], c[1][0][-1], len(c[2])) for c in dot] == [("s1", "s1", 3), ("s3", "s3", 3), ("s3", "s3", 6)]
-    assert dot[2][0] == REFS[:2] + ["s1"] + REFS[:2] + ["s3"] and dot[2][2] == REFS * 2
+    assert [(c[0][-1], c[1][0][-1], len(c[2])) for c in dot] == [("s1", "s1", 3), ("s3", "s3", 3)]
+    assert seed_calls[0] == (["s1", "s3"], ["s1", "s3"], 3)
     assert rows["luong_dot"]["p_vs_bahdanau"] == [0.5 / 3, 0.5 / 3]
-    assert rows["luong_dot"]["p_vs_bahdanau_pooled"] == 0.5 / 6
+    assert rows["luong_dot"]["p_vs_bahdanau_paired"] == 0.004
+    assert rows["luong_dot"]["seeds_vs_bahdanau"] == "every seed below"
     table = (out / "results.md").read_text()
-    assert "| bahdanau | 3 | 0.00 M | 32.00 ± 2.00 | 33.00 ± 2.00 | 50.00 ± 0.00 | – | – |" in table
-    assert "| luong_dot | 2 | 0.00 M | 21.00 ± 1.41 | 22.00 ± 1.41 | 50.00 ± 0.00 | 0.083 | 0.167 |" in table
+    assert "| bahdanau | 3 | 0.00 M | 32.00 ± 2.00 | 33.00 ± 2.00 | 50.00 ± 0.00 | – | – | – | – |" in table
+    assert ("| luong_dot | 2 | 0.00 M | 21.00 ± 1.41 | 22.00 ± 1.41 | 50.00 ± 0.00 | -10.00 | 0.004 | "
+            "every seed below | 0.167 |") in table
     assert table.splitlines()[4].endswith("| – | – |")  # none: no entropy, no diagonal
     assert "CPU time: 6 runs, 0.2 thread-hours" in table
     assert [b[:2] for b in rows["bahdanau"]["bleu_by_length"]] == [("1-10", 1), ("11-15", 1), ("16-20", 0), ("21+", 1)]
@@ -263,3 +273,18 @@ def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path:
     assert "none seed 1: FAILED: none seed 1 failed: out of memory" in printed.out
     assert "| bahdanau | 1 |" in printed.out  # the report of what finished
     assert "1 run(s) failed (none seed 1)" in printed.err
+
+
+def test_the_seed_paired_bootstrap_resamples_sentences_not_seeds() -> None:
+    """Three identical seeds carry no more evidence than one: the p-value is the same (pooling seeds x sentences,
+    as the study once did, would shrink it). A clearly better system gets a small p, an equal one a large p."""
+    from seq2seq.report.study import seed_paired_bootstrap
+
+    refs = [f"the cat {i} sat on the mat number {i}" for i in range(60)]
+    worse = [r if i % 3 else f"a dog {i}" for i, r in enumerate(refs)]
+    better = [r if i % 10 else f"a dog {i}" for i, r in enumerate(refs)]
+    one = seed_paired_bootstrap([worse], [better], refs, samples=300)
+    three = seed_paired_bootstrap([worse] * 3, [better] * 3, refs, samples=300)
+    assert one[0] == three[0] and abs(one[1] - three[1]) < 1e-9 and one[1] > 0 and one[0] < 0.05
+    same, diff = seed_paired_bootstrap([worse, better], [better, worse], refs, samples=300)
+    assert abs(diff) < 1e-9 and same > 0.5

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from seq2seq.files import atomic_write
 from seq2seq.registry import variant
-from seq2seq.report.study import bleu_by_length, paired_bootstrap
+from seq2seq.report.study import bleu_by_length, paired_bootstrap, seed_paired_bootstrap, seeds_apart
 
 VARIANTS = {
     "bahdanau": ["model/attention=bahdanau"],
@@ -218,7 +218,12 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
             if (out / "runs" / f"{n}_s{s}.json").exists()}
     if not done:
         raise SystemExit(f"no finished runs in {out / 'runs'} yet")
-    _, ref = read_parallel(*next(iter(done.values()))["test"])
+    splits = {tuple(r["test"]) for r in done.values()}
+    if len(splits) > 1:
+        raise SystemExit(f"the runs were tested on different splits ({sorted(splits)}); redo the odd ones")
+    _, ref = read_parallel(*splits.pop())
+    if any(len(r["hypotheses"]) != len(ref) for r in done.values()):
+        raise SystemExit("a run's test hypotheses do not match the test split's length; redo it")
     speed = {}
     if (out / "speed.json").exists():
         speed = read_json(out / "speed.json", "delete it and run --speed again")["tokens_per_s"]
@@ -230,8 +235,10 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
         pairs = [s for s, _ in mine if ("bahdanau", s) in done and name != "bahdanau"]
         p = [paired_bootstrap((f"bahdanau s{s}", done["bahdanau", s]["hypotheses"]),
                               [(f"{name} s{s}", done[name, s]["hypotheses"])], ref)[f"{name} s{s}"] for s in pairs]
-        pooled = pooled_bootstrap([done["bahdanau", s]["hypotheses"] for s in pairs],
-                                  [done[name, s]["hypotheses"] for s in pairs], ref) if pairs else None
+        paired = seed_paired_bootstrap([done["bahdanau", s]["hypotheses"] for s in pairs],
+                                       [done[name, s]["hypotheses"] for s in pairs], ref) if pairs else None
+        apart = seeds_apart([done["bahdanau", s]["test_bleu"] for s in pairs],
+                            [done[name, s]["test_bleu"] for s in pairs]) if pairs else None
         by_length = [bleu_by_length(r["hypotheses"], ref, r["src_lengths"]) for _, r in mine]
         tokens_per_s, quiet, epochs, minutes = convergence([r for _, r in mine], speed.get(name))
         rows.append({
@@ -240,7 +247,8 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
                                                     "curve")},
             "tokens_per_s": tokens_per_s, "speed_measured_quietly": quiet, "epochs_to_converge": epochs,
             "minutes_to_converge": minutes, "best_epoch": [r["best_epoch"] for _, r in mine],
-            "p_vs_bahdanau": p, "p_vs_bahdanau_pooled": pooled, "p_seeds": pairs,
+            "p_vs_bahdanau": p, "p_seeds": pairs, "p_vs_bahdanau_paired": paired and paired[0],
+            "bleu_minus_bahdanau": paired and paired[1], "seeds_vs_bahdanau": apart,
             "bleu_by_length": [(b[0], b[1], statistics.fmean(x[i][2] for x in by_length if x[i][2] is not None)
                                 if any(x[i][2] is not None for x in by_length) else None)
                                for i, b in enumerate(by_length[0])],
@@ -253,15 +261,6 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
     plot_by_length(rows, out / "bleu_by_length.png")
     plot_heatmaps(rows, out / "heatmaps.png")
     return rows
-
-
-def pooled_bootstrap(baseline: list[list[str]], system: list[list[str]], ref: list[str]) -> float:
-    """One paired bootstrap over all seeds at once: each side's runs concatenated (seed 1's test set, then seed
-    2's, ...), against the references repeated as often, so that it tests the seeds' outputs together rather
-    than one pair at a time. It resamples sentences, not seeds: the p-value is conditional on these runs and
-    says nothing of how another seed would do; the seeds' standard deviation is the measure of that."""
-    joined = [sum(baseline, []), sum(system, [])]
-    return paired_bootstrap(("bahdanau", joined[0]), [("variant", joined[1])], ref * len(system))["variant"]
 
 
 def format_p(p: float | None, samples: int = 1000) -> str:
@@ -280,22 +279,28 @@ def cpu_hours(runs: list[dict]) -> float:
 
 def table(rows: list[dict], hours: float | None = None) -> str:
     lines = ["| attention | seeds | params | best valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
-             "p vs bahdanau, seeds pooled | p vs bahdanau, per seed (max) | target tokens/s | epochs to converge | "
+             "test BLEU − bahdanau | p, sentences resampled, all seeds | seeds vs bahdanau's | "
+             "p per seed (max) | target tokens/s | epochs to converge | "
              "training minutes to converge | entropy (nats) | diagonal mass |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         measured = [p for p in r["p_vs_bahdanau"] if p == p]  # NaN: sacreBLEU gave none
         per_seed = format_p(max(measured)) if measured else "–"
         stats = [mean_sd([x for x in r[k] if x is not None]) for k in ("entropy", "diagonal")]
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | {r['params'] / 1e6:.2f} M | {mean_sd(r['valid_bleu'])} | "
                      f"{mean_sd(r['test_bleu'])} | {mean_sd(r['test_chrf'])} | "
-                     f"{format_p(r['p_vs_bahdanau_pooled'])} | "
+                     + ("– | – | – | " if r["bleu_minus_bahdanau"] is None else
+                        f"{r['bleu_minus_bahdanau']:+.2f} | {format_p(r['p_vs_bahdanau_paired'])} | "
+                        f"{r['seeds_vs_bahdanau']} | ") +
                      f"{per_seed} | {r['tokens_per_s']:.0f}{'' if r['speed_measured_quietly'] else '*'} | "
                      f"{mean_sd(r['epochs_to_converge'], 1)} | {mean_sd(r['minutes_to_converge'])} | "
                      f"{stats[0]} | {stats[1]} |")
-    lines.append(f"\np: sacreBLEU's paired bootstrap (two-sided, 1,000 resamples) against Bahdanau on test BLEU, over "
-                 "the seeds both have; it resamples sentences, not seeds, so it is conditional on these runs (the ± sd "
-                 f"is the spread between runs). Converged: the first epoch within {CONVERGED_WITHIN} BLEU of the run's "
+    lines.append(f"\np, sentences resampled: a paired bootstrap (two-sided, 1,000 resamples; Koehn 2004) of the test "
+                 "BLEU averaged over the seeds both have, against Bahdanau's: each resample draws the 1,000 source "
+                 "sentences and keeps every seed's output of each, so the sentence is the unit; it is conditional on "
+                 "these seeds. Seeds vs bahdanau's: whether every seed's test BLEU lies above (below) every Bahdanau "
+                 "seed's, the between-seed view. p per seed (max): sacreBLEU's paired bootstrap run seed by seed, "
+                 f"the largest. Converged: the first epoch within {CONVERGED_WITHIN} BLEU of the run's "
                  "best validation BLEU (the cosine schedule ends at the last epoch for every variant, so this comes "
                  "late by construction)")
     if not all(r["speed_measured_quietly"] for r in rows):

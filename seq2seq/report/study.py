@@ -16,6 +16,7 @@ import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import sacrebleu
 import torch
 from torch import Tensor
@@ -101,6 +102,47 @@ def paired_bootstrap(baseline: tuple[str, Sequence[str]], systems: Sequence[tupl
     _, results = test()
     p_values = [r.p_value for r in results["BLEU"][1:]]  # the first result is the baseline's
     return {name: (math.nan if p is None else float(p)) for (name, _), p in zip(systems, p_values, strict=True)}
+
+
+def seed_paired_bootstrap(baseline: Sequence[Sequence[str]], system: Sequence[Sequence[str]],
+                          references: Sequence[str], samples: int = 1000, seed: int = 12345) -> tuple[float, float]:
+    """Two-sided p-value that a system's BLEU, averaged over its seeds, differs from the baseline's, and the
+    observed difference: Koehn (2004)'s paired bootstrap resampling the *source sentences*. One resample of the
+    sentences is applied to every seed's output of both systems, so a sentence's seeds stay together and the
+    resampled unit is the sentence, the one independent thing here (pooling seeds x sentences would count each
+    sentence once per seed). The p-value is conditional on these seeds; the seeds' spread is reported apart.
+    From per-sentence BLEU statistics; the p-value counts the centred resampled differences at least as large
+    as the observed one, plus one, over the resamples plus one (sacreBLEU's form, with >= for >)."""
+    bleu = sacrebleu.metrics.BLEU()
+    refs = [list(references)]
+
+    def statistics_of(runs: Sequence[Sequence[str]]) -> np.ndarray:  # (seeds, sentences, statistics)
+        return np.array([bleu._extract_corpus_statistics(list(h), refs) for h in runs], dtype=np.int64)
+
+    base, mine = statistics_of(baseline), statistics_of(system)
+
+    def mean_bleu(stats: np.ndarray, rows: np.ndarray) -> float:
+        return float(np.mean([bleu._compute_score_from_stats(s[rows].sum(0).tolist()).score for s in stats]))
+
+    everything = np.arange(len(references))
+    observed = mean_bleu(mine, everything) - mean_bleu(base, everything)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(samples)
+    for b in range(samples):
+        rows = rng.integers(0, len(references), len(references))
+        diffs[b] = mean_bleu(mine, rows) - mean_bleu(base, rows)
+    extreme = int(np.sum(np.abs(diffs - diffs.mean()) >= abs(observed)))  # at least as extreme: equal -> p = 1
+    return (extreme + 1) / (samples + 1), observed
+
+
+def seeds_apart(baseline: Sequence[float], system: Sequence[float]) -> str:
+    """The between-seed view: whether every seed of the system scores above (or below) every seed of the
+    baseline, or their ranges overlap."""
+    if min(system) > max(baseline):
+        return "every seed above"
+    if max(system) < min(baseline):
+        return "every seed below"
+    return "ranges overlap"
 
 
 def measure_scores(translator: Translator, checkpoint: str, sentences: list[str]) -> str:
