@@ -139,7 +139,7 @@ def check_compatible(path: str | Path, found: Identity, wanted: Identity, wanted
     else:
         for side, mine, theirs in (("source", found.src_model, wanted.src_model),
                                    ("target", found.tgt_model, wanted.tgt_model)):
-            if bytes(mine) != bytes(theirs):
+            if not same_vocabulary(mine, theirs):
                 sizes = (_pieces(mine), _pieces(theirs))
                 detail = (f"{sizes[0]} pieces there, {sizes[1]} in {wanted_name}"
                           if None not in sizes and sizes[0] != sizes[1] else "other pieces")
@@ -147,6 +147,23 @@ def check_compatible(path: str | Path, found: Identity, wanted: Identity, wanted
                 break
     if problem:
         raise CheckpointError(f"{path} does not fit {wanted_name}: {problem}; {fix}")
+
+
+def same_vocabulary(a: bytes, b: bytes) -> bool:
+    """Two SentencePiece models segment alike: the same pieces with the same scores and kinds, id for id. Their
+    bytes may still differ, since a model also records how it was trained (the trainer's thread count, say)."""
+    return bytes(a) == bytes(b) or (_vocabulary(bytes(a)) == _vocabulary(bytes(b)) is not None)
+
+
+def _vocabulary(model: bytes) -> tuple | None:
+    import sentencepiece as spm
+
+    try:
+        proc = spm.SentencePieceProcessor(model_proto=model)
+    except (RuntimeError, TypeError):  # a damaged model
+        return None
+    return tuple((proc.id_to_piece(i), proc.get_score(i), proc.is_control(i), proc.is_unknown(i), proc.is_unused(i))
+                 for i in range(proc.get_piece_size())) + (proc.normalize(" Ａ b  c"),)
 
 
 def _pieces(model: bytes) -> int | None:

@@ -355,3 +355,25 @@ def test_an_interrupt_at_any_save_loses_nothing(tmp_path: Path, monkeypatch: pyt
     assert_same_weights(ref_best["model"], best["model"])
     assert_same_weights(reference.model.state_dict(), load_checkpoint(run_dir / "last.pt")["model"])
     assert (run_dir / "metrics.jsonl").read_text() == (ref_dir / "metrics.jsonl").read_text()
+
+
+def test_vocabularies_compare_by_their_pieces_not_their_bytes() -> None:
+    """A SentencePiece model records how it was trained (the trainer's thread count, say): the same vocabulary
+    trained on another machine has other bytes, and must still fit a run resumed there."""
+    import io
+
+    import sentencepiece as spm
+
+    from seq2seq.checkpoint import same_vocabulary
+
+    lines = [" ".join("abcdefghij"[(i * k) % 10] for k in range(1, 8)) for i in range(300)]
+
+    def train(threads: int, vocab: int = 20) -> bytes:
+        out = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=out, vocab_size=vocab,
+                                       num_threads=threads, minloglevel=2, hard_vocab_limit=False)
+        return out.getvalue()
+
+    one, two = train(1), train(2)
+    assert one != two and same_vocabulary(one, two)
+    assert not same_vocabulary(one, train(1, vocab=16))

@@ -90,7 +90,8 @@ class Tokenizer:
             atomic_write(run_dir / "spm.tgt.model", self.target_model)
 
 
-SPM_MAX_SENTENCE_BYTES = 4192  # SentencePiece's trainer skips longer lines (its max_sentence_length)
+SPM_MAX_SENTENCE_BYTES = 4192  # SentencePiece's trainer skips longer lines (its max_sentence_length default;
+# left unset, since every setting passed is written into the model's bytes)
 
 
 def _train_one(lines: Sequence[str], cfg: DataConfig) -> bytes:
@@ -107,7 +108,6 @@ def _train_one(lines: Sequence[str], cfg: DataConfig) -> bytes:
         character_coverage=1.0,
         pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
         hard_vocab_limit=False,  # small toy corpora cannot fill a large vocabulary
-        max_sentence_length=SPM_MAX_SENTENCE_BYTES,
         num_threads=max(1, os.cpu_count() or 1),
         minloglevel=2,
     )
