@@ -1,16 +1,32 @@
 """The Transformer (seq2seq/nn/transformer.py) and the hybrid: the key/value cache, teacher forcing against stepping,
-padding, search, and its attention's properties."""
+padding, search, its attention's properties; and the new models (Transformer, hybrid, coverage) through every
+command."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import run_translate, toy_config
+from torch.ao.nn.quantized import dynamic
 
+from seq2seq.checkpoint import kept_checkpoints, save_checkpoint
 from seq2seq.config import DecodeConfig, ModelConfig
+from seq2seq.data.corpus import load_corpus
 from seq2seq.errors import ConfigError
-from seq2seq.inference.search import beam_search, greedy_search
+from seq2seq.inference.decoding import translate_ids
+from seq2seq.inference.ensemble import Ensemble
+from seq2seq.inference.forced import force_decode
+from seq2seq.inference.search import beam_search, greedy_search, max_output_length
+from seq2seq.inference.translator import Translator
 from seq2seq.nn.model import Seq2Seq
 from seq2seq.nn.transformer import TransformerAttention, TransformerDecoder, TransformerState, sinusoids
+from seq2seq.training.average import average_checkpoints
+from seq2seq.training.trainer import Trainer
 
 SV, TV = 30, 40
 TINY = dict(d_model=16, ffn_size=24, attention_heads=2, enc_layers=2, dec_layers=2, dropout=0.0)
@@ -259,3 +275,105 @@ def test_the_hybrids_memory_is_d_model_wide() -> None:
                                           r"model.d_model\)"):
         ModelConfig(encoder="transformer", attention="luong_dot", d_model=16, attention_heads=2)
     assert ModelConfig(encoder="transformer", d_model=16, attention_heads=2).memory_size == 16
+
+
+# ---- every command: a few toy steps of each new model, then evaluate, translate, score, average, ensemble, int8 --
+
+RUNS = {
+    "transformer": ("model=transformer", "model.d_model=32", "model.ffn_size=64", "model.enc_layers=2",
+                    "model.dec_layers=2", "optim.schedule=noam", "optim.warmup_steps=2"),
+    "hybrid": ("model.encoder=transformer", "model.d_model=32", "model.enc_layers=2", "model/attention=multihead"),
+    "coverage": ("model.coverage=true", "optim.coverage_loss=1.0"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each new model trained 4 steps on the toy task, validated at steps 2 and 4 with both kept; one corpus and
+    one SentencePiece model for all, so that they can form an ensemble."""
+    tmp = tmp_path_factory.mktemp("new_models")
+    out = {}
+    for name, overrides in RUNS.items():
+        cfg = toy_config(tmp, "train.max_steps=4", "train.valid_every_steps=2", "train.keep_checkpoints=2",
+                         *overrides)
+        out[name] = tmp / name
+        out[name].mkdir()
+        Trainer(cfg, load_corpus(cfg.data), out[name]).run()
+    return out
+
+
+def toy_lines(translator: Translator, n: int = 8) -> list[str]:
+    data = translator.config.data
+    return (Path(data.dir) / f"test.{data.src_lang}").read_text(encoding="utf-8").splitlines()[:n]
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_a_checkpoint_translates_scores_and_shows_its_heads(runs: dict[str, Path], name: str) -> None:
+    translator = Translator.from_checkpoint(runs[name] / "best.pt", device="cpu")
+    assert translator.config.model == compose_model(name)
+    sources = toy_lines(translator)
+    results = translator.translations(sources, DecodeConfig(beam_size=3, nbest=2, beta=0.2))
+    assert len(results) == len(sources) and all(r.hypotheses for r in results)
+    greedy = DecodeConfig(beam_size=1, alpha=0.0)
+    src_ids, _ = translator.encode(sources)
+    hyps = [h[0] for h in translate_ids(translator.model, src_ids, greedy)]
+    scores = force_decode(translator.model, src_ids, [h.tokens for h in hyps], 6000)  # seq2seq-score's sums
+    for ids, hyp, forced in zip(src_ids, hyps, scores, strict=True):
+        if len(hyp.tokens) < int(max_output_length(torch.tensor([len(ids)]), greedy.max_len_a, greedy.max_len_b)):
+            assert forced == pytest.approx(hyp.score, abs=1e-3)  # it ended in EOS: the same sum
+        else:
+            assert forced < hyp.score  # cut at the limit: the search's sum has no EOS, the forced one does
+    heads = translator.head_attention(results[0])  # per_head=true
+    assert heads.shape[0] == translator.config.model.attention_heads if name != "coverage" else heads.shape[0] == 1
+
+
+def compose_model(name: str) -> ModelConfig:
+    from seq2seq.cli.schemas import compose
+
+    return compose(["experiment=toy", *RUNS[name]]).model
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_kept_checkpoints_average_into_a_model_that_translates(runs: dict[str, Path], name: str,
+                                                              tmp_path: Path) -> None:
+    kept = kept_checkpoints(runs[name])
+    assert len(kept) == 2
+    save_checkpoint(tmp_path / "avg.pt", average_checkpoints(kept))
+    translator = Translator.from_checkpoint(tmp_path / "avg.pt", device="cpu")
+    assert len(translator.translate(toy_lines(translator))) == 8
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_int8_quantizes_every_linear_layer(runs: dict[str, Path], name: str) -> None:
+    translator = Translator.from_checkpoint(runs[name] / "best.pt", device="cpu", quantize="int8")
+    kinds = {type(m) for m in translator.model.modules()}
+    assert dynamic.Linear in kinds and torch.nn.Linear not in kinds
+    assert len(translator.translate(toy_lines(translator))) == 8
+
+
+def test_the_new_models_and_an_rnn_decode_as_one_ensemble(runs: dict[str, Path]) -> None:
+    members = [runs["hybrid"] / "best.pt", runs["coverage"] / "best.pt"]
+    translator = Translator.from_checkpoint(runs["transformer"] / "best.pt", device="cpu", ensemble=members)
+    assert isinstance(translator.model, Ensemble) and len(translator.model.members) == 3
+    results = translator.translations(toy_lines(translator), DecodeConfig(beam_size=3))
+    assert all(r.hypotheses for r in results)
+
+
+def test_the_commands_take_the_new_checkpoints(runs: dict[str, Path], tmp_path: Path) -> None:
+    out = run_translate(runs["transformer"] / "best.pt", b"a b c\nd e f\n", "show_attention=true", "per_head=true",
+                        "decode.beta=0.2")
+    assert out.returncode == 0, out.stderr.decode()
+    assert len(out.stdout.decode().splitlines()) == 2 and b"head 2" in out.stderr
+    env = {**os.environ, "PYTHONUTF8": "1"}
+    evaluate = [sys.executable, "-c", "from seq2seq.cli.main import evaluate; evaluate()", "threads=2",
+                f"checkpoint={runs['hybrid'] / 'best.pt'}", "split=test", "decode=greedy", f"out={tmp_path / 'hyp'}"]
+    done = subprocess.run(evaluate, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "BLEU" in done.stdout + done.stderr and len((tmp_path / "hyp").read_text().splitlines()) == 200
+    (tmp_path / "src").write_text("a b c\n", encoding="utf-8")
+    (tmp_path / "ref").write_text("c b a\n", encoding="utf-8")
+    score = [sys.executable, "-c", "from seq2seq.cli.main import score; score()", "threads=2",
+             f"checkpoint={runs['coverage'] / 'best.pt'}", f"src={tmp_path / 'src'}", f"ref={tmp_path / 'ref'}"]
+    done = subprocess.run(score, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.split("\t")) == 2
