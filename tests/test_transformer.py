@@ -155,7 +155,8 @@ def test_need_weights_false_gives_the_same_logits_through_the_fused_kernel() -> 
     with torch.no_grad():
         logits, weights = model(src, lens, tgt)
         fused, none = model(src, lens, tgt, need_weights=False)
-    assert none is None and weights is not None
+        _, trained = model.train()(src, lens, tgt)  # training needs no weights unless it asks
+    assert none is None and trained is None and weights is not None
     torch.testing.assert_close(fused, logits, **TOL)
 
 

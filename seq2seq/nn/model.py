@@ -75,9 +75,12 @@ class Seq2Seq(nn.Module):
         return logits.squeeze(1).log_softmax(-1), weights.squeeze(1), state
 
     def forward(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor,
-                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+                need_weights: bool | None = None) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: -> logits (B, T, V), attention (B, T, S). A Transformer decoder leaves the weights out
-        (None) when ``need_weights`` is false, and attends through the fused kernel instead."""
+        (None) when ``need_weights`` is false, and attends through the fused kernel instead; unset, they are
+        needed in eval mode only (training asks for them when its loss reads them: ``optim.coverage_loss``)."""
+        if need_weights is None:
+            need_weights = not self.training
         enc = self.encode(src, src_lens)
         logits, weights, _ = self.decoder(tgt_in, enc, self.init_state(enc), need_weights)
         return logits, weights

@@ -121,7 +121,8 @@ class OptimizerStep:
         with contextlib.nullcontext() if precision == "fp32" else torch.autocast(
                 self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
             lam = self.cfg.optim.coverage_loss  # See et al. (2017), eq. (13): loss + lambda * coverage loss
-            logits, weights = self.parts.net(batch.src, batch.src_lens, batch.tgt_in, need_weights=lam > 0)  # (B, T, V)
+            inputs = (batch.src, batch.src_lens, batch.tgt_in)
+            logits, weights = self.parts.net(*inputs, need_weights=True) if lam else self.parts.net(*inputs)
         loss = token_loss(logits.float(), batch.tgt_out, self.cfg.optim.label_smoothing)
         return loss + lam * coverage_loss(weights.float(), batch.tgt_out) if lam else loss
 
