@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from seq2seq.errors import ConfigError
-from seq2seq.registry import output_size, size_problem, variant
+from seq2seq.registry import ATTENTIONS, TRANSFORMER_ATTENTION, check_part, output_size, size_problem, variant
 
 CELLS = ("gru", "lstm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 QUANTIZE = ("int8",)  # decoding-time weight formats besides fp32 (seq2seq/inference/quantize.py)
 SRC_LEN_POLICIES = ("truncate", "error")  # what decoding does with a source over max_src_len
-SCHEDULES = ("cosine", "plateau")
+SCHEDULES = ("cosine", "plateau", "noam")
+NORMS = ("pre", "post")  # where a Transformer layer normalises: before each sublayer, or after its residual sum
 INIT_RESETS = ("optimizer", "none")
 RESUME_OFF = ("none", "null", "false", "no", "0", "")  # resume= values that start a new run
 RESUME_ON = ("true", "yes", "1")  # resume= values that mean the run directory's own last.pt
@@ -77,61 +78,118 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Sizes of the encoder-decoder; ``attention`` also picks the decoder's wiring (paper)."""
+    """Sizes of the encoder-decoder; ``encoder`` and ``decoder`` pick its parts (seq2seq/registry.py), and for an
+    RNN decoder ``attention`` also picks the decoder's wiring (paper)."""
 
+    encoder: str = "rnn"  # rnn | transformer (Vaswani et al. 2017); its output is the memory the decoder attends to
+    decoder: str = "rnn"  # rnn (the wiring of model.attention) | transformer (needs model/attention=multihead)
     cell: str = "gru"
-    emb_size: int = 256
+    emb_size: int = 256  # the RNN parts' embeddings (a Transformer's are model.d_model wide)
     enc_hidden: int = 256  # per direction
-    enc_layers: int = 1
+    enc_layers: int = 1  # RNN or Transformer encoder layers
     bidirectional: bool = True
     dec_hidden: int = 512
-    dec_layers: int = 1
+    dec_layers: int = 1  # RNN or Transformer decoder layers
     dropout: float = 0.3
     attention: str = "bahdanau"
     attention_size: int = 512  # hidden size of additive scores (bahdanau, luong_concat), the heads' shared width
     attention_window: int | None = None  # D of Luong local-p attention; unset = global attention
-    attention_heads: int = 4  # heads of multihead attention (they share attention_size)
+    attention_heads: int = 4  # heads of multihead attention (they share attention_size) and of every Transformer one
+    coverage: bool = False  # bahdanau: Tu et al. (2016)'s coverage vector enters the score (docs/attention.md)
     tie_embeddings: bool = False  # share the target embedding matrix with the output layer (docs/results.md, Tuning)
+    share_embeddings: bool = False  # the source embedding too: one matrix for all three (needs data.joint_vocab)
+    d_model: int = 256  # Transformer width: its embeddings, every sublayer's output, the memory it hands over
+    ffn_size: int = 1024  # Transformer feed-forward inner size
+    norm: str = "pre"  # Transformer layer norm: pre (before each sublayer) | post (after the residual, the paper's)
 
     @property
     def memory_size(self) -> int:
+        if self.encoder == "transformer":
+            return self.d_model
         return self.enc_hidden * (2 if self.bidirectional else 1)
+
+    @property
+    def src_emb_size(self) -> int:
+        return self.d_model if self.encoder == "transformer" else self.emb_size
+
+    @property
+    def tgt_emb_size(self) -> int:
+        return self.d_model if self.decoder == "transformer" else self.emb_size
 
     @property
     def output_size(self) -> int:
         """Width of the vector fed to the vocabulary projection (the registry's rule for the attention)."""
+        if self.decoder == "transformer":
+            return self.d_model
         return output_size(self.attention, self.emb_size, self.dec_hidden)
 
     def __post_init__(self) -> None:
+        check_part("encoder", self.encoder)
+        check_part("decoder", self.decoder)
         check_choice("model.cell", self.cell, CELLS)
+        check_choice("model.norm", self.norm, NORMS)
         for name in ("emb_size", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers", "attention_size",
-                     "attention_heads"):
+                     "attention_heads", "d_model", "ffn_size"):
             check_positive(f"model.{name}", getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if "transformer" in (self.encoder, self.decoder) and self.d_model % self.attention_heads:
+            raise ConfigError(f"model.attention_heads ({self.attention_heads}) must divide model.d_model "
+                              f"({self.d_model}): each head gets d_model / heads dimensions; change one of them")
         spec = variant(self.attention)  # the registry (seq2seq/registry.py) decides which attentions exist
+        if self.decoder == "transformer":
+            self._check_transformer_decoder()
+        else:
+            self._check_rnn_attention(spec.wiring)
+        self._check_embeddings()
+
+    def _check_transformer_decoder(self) -> None:
+        if self.attention != TRANSFORMER_ATTENTION:
+            raise ConfigError(
+                f"model.decoder=transformer attends with multi-head scaled dot-product attention "
+                f"(model/attention={TRANSFORMER_ATTENTION}, model.attention_heads heads); {self.attention!r} is for "
+                f"the RNN decoder: drop model/attention={self.attention}, or set model.decoder=rnn (with "
+                "model.encoder=transformer: the hybrid)")
+        if self.attention_window is not None or self.coverage:
+            raise ConfigError("model.attention_window and model.coverage are for the RNN decoder; unset them with "
+                              "model.decoder=transformer")
+
+    def _check_rnn_attention(self, wiring: str) -> None:
+        memory_from = "model.d_model" if self.encoder == "transformer" else "model.enc_hidden x directions"
         problem = size_problem(self.attention, self.dec_hidden, self.memory_size, self.attention_size,
-                               self.attention_heads)
+                               self.attention_heads, memory_from)
         if problem:
             raise ConfigError(problem)
         if self.attention_window is not None:
             check_positive("model.attention_window", self.attention_window)
-            if spec.wiring != "luong":
+            if wiring != "luong":
                 raise ConfigError(
                     f"model.attention_window turns a Luong score into local-p attention; "
                     f"{self.attention!r} has none: use a Luong-wired attention or unset the window"
                 )
-        if self.tie_embeddings and self.output_size != self.emb_size:
+        if self.coverage and not variant(self.attention).coverage:
+            takes = sorted(name for name in ATTENTIONS if variant(name).coverage)
+            raise ConfigError(f"model.coverage enters an additive score; {self.attention!r} takes none: use "
+                              f"model/attention={' or '.join(takes)}, or set model.coverage=false")
+
+    def _check_embeddings(self) -> None:
+        if self.tie_embeddings and self.output_size != self.tgt_emb_size:
             raise ConfigError(
                 f"model.tie_embeddings needs the output vector ({self.output_size}, model.dec_hidden) to be as "
-                f"wide as the embeddings ({self.emb_size}); set model.dec_hidden={self.emb_size} or untie"
+                f"wide as the embeddings ({self.tgt_emb_size}); set model.dec_hidden={self.tgt_emb_size} or untie"
             )
+        if self.share_embeddings and len({self.src_emb_size, self.tgt_emb_size, self.output_size}) > 1:
+            raise ConfigError(
+                f"model.share_embeddings makes the source embedding ({self.src_emb_size}), the target embedding "
+                f"({self.tgt_emb_size}) and the output layer's input ({self.output_size}) one matrix, so they must "
+                "be as wide; make them equal (model.emb_size, model.d_model, model.dec_hidden) or set "
+                "model.share_embeddings=false")
 
 
 @dataclass
 class OptimConfig:
-    """Adam with gradient clipping; the rate follows a cosine over the training budget, or is halved on a
-    validation-BLEU plateau."""
+    """Adam with gradient clipping; the rate follows a cosine over the training budget, is halved on a
+    validation-BLEU plateau, or warms up and decays as the inverse square root of the step (noam)."""
 
     lr: float = 2e-3
     beta1: float = 0.9
@@ -139,13 +197,18 @@ class OptimConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
-    schedule: str = "cosine"  # cosine: lr -> min_lr over the budget (train.max_*) | plateau: lr_decay on stalls
+    schedule: str = "cosine"  # cosine: lr -> min_lr over the budget (train.max_*) | plateau: lr_decay on stalls |
+    # noam: Vaswani et al. (2017) eq. (3), linear warm-up to lr over warmup_steps, then lr * sqrt(warmup / step)
+    warmup_steps: int = 4000  # noam only
     lr_decay: float = 0.5  # plateau only
     lr_patience: int = 1  # plateau only: validations without BLEU gain before the rate is multiplied by lr_decay
     min_lr: float = 1e-5
+    coverage_loss: float = 0.0  # lambda of See et al. (2017)'s coverage loss, sum_i min(a_i, c_i) per step; 0 = off
 
     def __post_init__(self) -> None:
         check_choice("optim.schedule", self.schedule, SCHEDULES)
+        check_positive("optim.warmup_steps", self.warmup_steps)
+        check_positive("optim.coverage_loss", self.coverage_loss, allow_zero=True)
         check_positive("optim.lr", self.lr)
         check_positive("optim.min_lr", self.min_lr, allow_zero=True)
         if self.min_lr > self.lr:
@@ -200,6 +263,7 @@ class DecodeConfig:
     # GNMT length penalty; 0 disables it. Multi30k val (beam 5): 0.6 37.05, 1.0 37.25, 1.25 37.42, 1.5 37.32,
     # 2.0 37.37 (docs/results.md, Tuning)
     alpha: float = 1.25
+    beta: float = 0.0  # GNMT coverage penalty beta * sum_j log(min(sum_i p_ij, 1)) (Wu et al. 2016, eq. 14); beam only
     max_len_a: float = 1.5  # output limit a * source_length + b
     max_len_b: int = 10
     nbest: int = 1
@@ -208,6 +272,7 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         check_positive("decode.beam_size", self.beam_size)
         check_positive("decode.alpha", self.alpha, allow_zero=True)
+        check_positive("decode.beta", self.beta, allow_zero=True)
         check_positive("decode.max_len_a", self.max_len_a, allow_zero=True)
         check_positive("decode.batch_tokens", self.batch_tokens)
         if not 1 <= self.nbest <= self.beam_size:
@@ -261,6 +326,12 @@ class Config:
 
     def __post_init__(self) -> None:
         check_choice("init_reset", self.init_reset, INIT_RESETS)
+        if self.model.share_embeddings and not self.data.joint_vocab:
+            raise ConfigError("model.share_embeddings needs one vocabulary for both languages; set "
+                              "data.joint_vocab=true or model.share_embeddings=false")
+        if self.optim.coverage_loss and self.model.attention == "none":
+            raise ConfigError("optim.coverage_loss penalises attention that returns to covered source words; "
+                              "model/attention=none has none: set optim.coverage_loss=0 or choose an attention")
         if self.init_from is not None and resume_choice(self.resume) is not None:
             raise ConfigError(f"init_from={self.init_from} starts a new run and resume={self.resume} continues "
                               "one; set only one of them (a run started with init_from resumes with resume=true "

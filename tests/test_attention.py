@@ -165,3 +165,46 @@ def test_local_p_keeps_its_positions_in_float32_under_bfloat16() -> None:
         inside, gaussian = attention._local_window(query, mask)
     assert torch.equal(inside, exact_inside)
     assert (gaussian.float() - exact).abs().max() < 0.01  # bfloat16 rounding of the result only
+
+
+# ---- coverage (Tu et al. 2016): the additive score reads C_{i-1,j} ---------------------------------------------
+
+COVERED = sorted(name for name in SCORED if ATTENTIONS[name].coverage)
+
+
+def covered_run(name: str, coverage: torch.Tensor, seed: int = 0):
+    att, query, memory, mask = setup(name, None, seed)
+    covered = build_attention(name, HQ, HM, A, coverage=True)
+    covered.load_state_dict(att.state_dict(), strict=False)  # the same weights, plus V_a of the coverage
+    return covered, covered(query, covered.cover(covered.project_keys(memory), coverage), memory, mask), mask
+
+
+@pytest.mark.parametrize("name", COVERED)
+def test_covered_weights_are_a_distribution_over_real_positions(name: str) -> None:
+    coverage = torch.rand(B, S) * 2
+    _, (_, weights), mask = covered_run(name, coverage)
+    assert torch.all(weights[~mask] == 0.0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B))
+
+
+@pytest.mark.parametrize("name", COVERED)
+def test_coverage_changes_the_weights(name: str) -> None:
+    """e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j + V_a C_{i-1,j}): other coverage, other weights; zero coverage,
+    the plain score's weights."""
+    att, query, memory, mask = setup(name, None)
+    _, plain = run(att, query, memory, mask)
+    _, (_, uncovered), _ = covered_run(name, torch.zeros(B, S))
+    torch.testing.assert_close(uncovered, plain)
+    coverage = torch.zeros(B, S)
+    coverage[:, 0] = 3.0  # the first word has had its attention
+    _, (_, covered), _ = covered_run(name, coverage)
+    assert not torch.allclose(covered[:2], plain[:2], atol=1e-3)  # the third sentence has one word: weight 1
+    torch.testing.assert_close(covered[2], plain[2])
+
+
+def test_coverage_is_refused_for_a_score_without_it() -> None:
+    from seq2seq.config import ModelConfig
+
+    with pytest.raises(ConfigError, match="model.coverage enters an additive score; 'luong_general' takes none: "
+                                          "use model/attention=bahdanau"):
+        ModelConfig(attention="luong_general", coverage=True)

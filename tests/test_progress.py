@@ -26,3 +26,28 @@ def test_cosine_rate_falls_from_peak_to_floor() -> None:
     assert cosine_rate(0.01, 0.001, 1.0) == pytest.approx(0.001)
     rates = [cosine_rate(0.01, 0.001, i / 10) for i in range(11)]
     assert rates == sorted(rates, reverse=True)
+
+
+def test_noam_rate_warms_up_then_falls_as_the_inverse_square_root() -> None:
+    """Vaswani et al. (2017), eq. (3), d_model^-0.5 min(step^-0.5, step warmup^-1.5), peaks at step = warmup."""
+    from seq2seq.training.progress import noam_rate
+
+    assert noam_rate(1e-3, 4000, 1) == pytest.approx(2.5e-7)
+    assert noam_rate(1e-3, 4000, 2000) == pytest.approx(5e-4)
+    assert noam_rate(1e-3, 4000, 4000) == pytest.approx(1e-3)
+    assert noam_rate(1e-3, 4000, 16000) == pytest.approx(5e-4)
+    assert noam_rate(1e-3, 4000, 0) == noam_rate(1e-3, 4000, 1)  # never 0
+    d_model, warmup = 512, 4000
+    for step in (1, 100, 4000, 10**5):  # eq. (3) itself, with peak = (d_model warmup)^-0.5
+        eq3 = d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+        assert noam_rate((d_model * warmup) ** -0.5, warmup, step) == pytest.approx(eq3)
+
+
+def test_the_trainer_sets_the_noam_rate_of_the_next_step(tmp_path) -> None:
+    from conftest import toy_trainer
+
+    trainer = toy_trainer(tmp_path, "optim.schedule=noam", "optim.warmup_steps=4", "optim.lr=0.002")
+    for done, rate in ((0, 0.0005), (3, 0.002), (15, 0.001)):
+        trainer.progress.step = done
+        trainer.schedule()
+        assert trainer.parts.lr == pytest.approx(rate)

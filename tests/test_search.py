@@ -6,6 +6,7 @@ so the next-token distribution can depend on both.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -18,7 +19,14 @@ from torch import Tensor
 
 from seq2seq.config import DecodeConfig
 from seq2seq.errors import ConfigError
-from seq2seq.inference.search import beam_search, greedy_search, length_penalty, max_output_length, search
+from seq2seq.inference.search import (
+    beam_search,
+    coverage_penalty,
+    greedy_search,
+    length_penalty,
+    max_output_length,
+    search,
+)
 from seq2seq.special import BOS, EOS, PAD
 
 A, B = 4, 5  # two ordinary target tokens
@@ -396,3 +404,29 @@ def test_search_never_emits_pad_or_bos() -> None:
         for tokens in out.tokens[0]:
             assert PAD not in tokens and BOS not in tokens
         assert out.tokens[0][0] == []  # EOS at once
+
+
+def test_coverage_penalty_is_gnmts() -> None:
+    """Wu et al. (2016), eq. 14: cp = beta * sum_j log(min(sum_i p_ij, 1.0))."""
+    attention = torch.tensor([[0.5, 0.25, 0.25], [0.9, 0.05, 0.05]])  # (t, S): totals 1.4, 0.3, 0.3
+    assert coverage_penalty(attention, 0.4) == pytest.approx(0.4 * 2 * math.log(0.3))
+    assert coverage_penalty(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 5.0) == 0.0  # everything covered: no penalty
+
+
+def test_beam_search_adds_the_coverage_penalty_to_finished_hypotheses() -> None:
+    decode = DecodeConfig(beam_size=4, nbest=4, alpha=0.6, max_len_a=1.0, max_len_b=4)
+    src, lens = batch([0, 1, 2, 3], [3, 5, 2, 7])
+    plain = beam_search(ScriptedModel(table_dist(), 8), src, lens, decode)
+    beta = 0.7
+    penalised = beam_search(ScriptedModel(table_dist(), 8), src, lens, dataclasses.replace(decode, beta=beta))
+    compared = 0
+    for s in range(4):
+        before = {tuple(t): score for t, score in zip(plain.tokens[s], plain.scores[s], strict=True)}
+        items = zip(penalised.tokens[s], penalised.scores[s], penalised.attention[s], strict=True)
+        for tokens, score, attention in items:
+            if tuple(tokens) in before:
+                cp = coverage_penalty(attention, beta)
+                assert score == pytest.approx(before[tuple(tokens)] + cp, abs=1e-5)
+                compared += cp < 0
+        assert penalised.scores[s] == sorted(penalised.scores[s], reverse=True)
+    assert compared > 4  # penalties were paid

@@ -1,4 +1,4 @@
-"""Greedy and batched beam search with the GNMT length penalty.
+"""Greedy and batched beam search with the GNMT length and coverage penalties.
 
 Both searches decode the whole batch at once. Live hypotheses are rows of
 tensors (B'*K rows for the B' sentences still running, K = beam size); a
@@ -94,12 +94,21 @@ class _Live:
                      self.prev[rows]), rows
 
 
+def coverage_penalty(attention: Tensor, beta: float) -> float:
+    """GNMT coverage penalty cp = beta * sum_j log(min(sum_i p_ij, 1)) (Wu et al., 2016, eq. 14) of one
+    hypothesis' attention (t, S_b) over its true source positions: <= 0, and 0 once every source position has
+    had a total weight of 1. A position never attended to is floored at 1e-10 (a model without attention gets
+    the same penalty for all its hypotheses)."""
+    total = attention.sum(0).clamp(min=1e-10, max=1.0)  # (S_b,)
+    return beta * float(total.log().sum())
+
+
 class _Pool:
     """Per-sentence bookkeeping: length limits and finished hypotheses, kept sorted best first."""
 
-    def __init__(self, src_lens: Tensor, limits: Tensor, nbest: int, alpha: float) -> None:
+    def __init__(self, src_lens: Tensor, limits: Tensor, nbest: int, alpha: float, beta: float = 0.0) -> None:
         batch = len(limits)
-        self.nbest = nbest
+        self.nbest, self.beta = nbest, beta
         self.src_lens = src_lens.tolist()
         self.limits = limits  # (B,)
         self.lp_limit = length_penalty(limits, alpha).to(limits.device)  # (B,)
@@ -115,7 +124,10 @@ class _Pool:
         for b, score, toks, att in items:
             if toks and toks[-1] == EOS:
                 toks = toks[:-1]
-            self.hyps[b].append((score, toks, att[:, : self.src_lens[b]].clone()))
+            att = att[:, : self.src_lens[b]].clone()  # (t, S_b)
+            if self.beta:
+                score += coverage_penalty(att, self.beta)
+            self.hyps[b].append((score, toks, att))
             touched.add(b)
         for b in touched:
             hyps = self.hyps[b]
@@ -177,7 +189,7 @@ def greedy_search(model: StepModel, src: Tensor, src_lens: Tensor, decode: Decod
     """Pick the most probable token at each step; src (B, S), src_lens (B,).
 
     A sentence stops at EOS or after max_output_length tokens (``decode.max_len_a``, ``max_len_b``; the
-    beam settings are not used). Scores are plain log-prob sums.
+    beam settings, the penalties among them, are not used). Scores are plain log-prob sums.
     """
     _check_inputs(src, src_lens)
     if src.size(0) == 0:
@@ -208,7 +220,8 @@ def beam_search(model: StepModel, src: Tensor, src_lens: Tensor, decode: DecodeC
     sentence, with beam size K = ``decode.beam_size`` and length penalty ``decode.alpha``.
 
     Score: log-prob sum / length_penalty(|Y|, alpha), where |Y| counts the emitted tokens
-    including EOS. Each step takes the top 2K candidates of a sentence's K*V extensions; those
+    including EOS, plus the coverage penalty of ``decode.beta`` (:func:`coverage_penalty`; off at 0) once the
+    hypothesis has finished. Each step takes the top 2K candidates of a sentence's K*V extensions; those
     ending in EOS among the top K are finished, the best K that do not end in EOS stay live
     (fairseq's scheme; with K = 1 it reproduces greedy_search). A hypothesis that reaches
     max_output_length without EOS is finished there (its step keeps the top K candidates).
@@ -217,14 +230,15 @@ def beam_search(model: StepModel, src: Tensor, src_lens: Tensor, decode: DecodeC
     (fairseq's rule), or (c) nbest have finished and no live hypothesis can beat the nbest-th:
     log-probs are <= 0 and the penalty grows with length, so a live hypothesis with sum s can at
     best reach s / length_penalty(limit). Rule (c) is exact, so it only saves steps: the output
-    is what (a) and (b) alone would give. The loop ends when every sentence has stopped.
+    is what (a) and (b) alone would give (the coverage penalty is <= 0, so the bound holds with it). The loop
+    ends when every sentence has stopped.
     """
     _check_inputs(src, src_lens)
     if src.size(0) == 0:
         return SearchResult([], [], [])
     k, alpha = decode.beam_size, decode.alpha
     limits = max_output_length(src_lens, decode.max_len_a, decode.max_len_b).to(src.device)  # (B,)
-    pool = _Pool(src_lens, limits, decode.nbest, alpha)
+    pool = _Pool(src_lens, limits, decode.nbest, alpha, decode.beta)
     enc, state, live = _start(model, src, src_lens, k)
     step = 0
     while True:

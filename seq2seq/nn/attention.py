@@ -91,18 +91,26 @@ class Attention(nn.Module):
 class AdditiveAttention(Attention):
     """Bahdanau eq. (6) / appendix A.1.2: e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j).
 
-    U_a h_j does not depend on the decoder step, so it is the projected key.
+    U_a h_j does not depend on the decoder step, so it is the projected key. With ``coverage`` the score also
+    reads the coverage C_{i-1,j} of every source position (Tu et al. 2016, sec. 3.1):
+    e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j + V_a C_{i-1,j}); ``cover`` adds V_a C_{i-1,j} to the keys.
     """
 
     def __init__(self, query_size: int, memory_size: int, attention_size: int, window: int | None = None,
-                 heads: int = 1) -> None:
+                 heads: int = 1, coverage: bool = False) -> None:
         super().__init__(query_size, memory_size, attention_size, window)
         self.w_a = nn.Linear(query_size, attention_size, bias=False)
         self.u_a = nn.Linear(memory_size, attention_size, bias=False)
         self.v_a = nn.Linear(attention_size, 1, bias=False)
+        self.v_c = nn.Linear(1, attention_size, bias=False) if coverage else None  # V_a of the coverage term
 
     def project_keys(self, memory: Tensor) -> Tensor:
         return self.u_a(memory)  # (B, S, A)
+
+    def cover(self, keys: Tensor, coverage: Tensor) -> Tensor:
+        """The keys with the coverage term: U_a h_j + V_a C_{i-1,j}. keys (B, S, A), coverage (B, S)."""
+        assert self.v_c is not None, "built without coverage"
+        return keys + self.v_c(coverage.unsqueeze(-1))  # (B, S, A)
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return self.v_a(torch.tanh(self.w_a(query).unsqueeze(1) + keys)).squeeze(-1)  # (B, S)
@@ -193,8 +201,13 @@ SCORES: dict[str, type[Attention]] = {cls.__name__: cls for cls in (
 
 
 def build_attention(name: str, query_size: int, memory_size: int, attention_size: int,
-                    window: int | None = None, heads: int = 1) -> Attention:
-    """The attention called ``name`` in the registry (one with a score function; ModelConfig checked it)."""
-    score_class = ATTENTIONS[name].score_class
-    assert score_class is not None, f"{name} has no score function"
-    return SCORES[score_class](query_size, memory_size, attention_size, window, heads)
+                    window: int | None = None, heads: int = 1, coverage: bool = False) -> Attention:
+    """The attention called ``name`` in the registry (one with a score function; ModelConfig checked it);
+    ``coverage`` for one whose registry entry takes it."""
+    spec = ATTENTIONS[name]
+    assert spec.score_class is not None, f"{name} has no score function"
+    assert spec.coverage or not coverage, f"{name} takes no coverage"
+    score = SCORES[spec.score_class]
+    if coverage:  # only the classes whose registry entry says so take the argument
+        return score(query_size, memory_size, attention_size, window, heads, coverage=True)  # type: ignore[call-arg]
+    return score(query_size, memory_size, attention_size, window, heads)

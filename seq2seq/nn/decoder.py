@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.config import ModelConfig
-from seq2seq.nn.attention import build_attention
+from seq2seq.nn.attention import Attention, build_attention
 from seq2seq.nn.encoder import EncoderOutput
 from seq2seq.registry import ATTENTIONS
 from seq2seq.special import PAD
@@ -26,6 +26,7 @@ class DecoderState(NamedTuple):
     hidden: Tensor  # (L, B, H)
     cell: Tensor | None  # (L, B, H) LSTM memory cell, None for GRU
     feed: Tensor | None  # (B, H) Luong's attentional state h~_{t-1} (input feeding), else None
+    coverage: Tensor | None = None  # (B, S) Tu et al.'s coverage C_{i-1,j} (model.coverage), else None
 
     def select(self, indices: Tensor) -> DecoderState:
         """Rows ``indices`` along the batch dimension, for beam search."""
@@ -33,6 +34,7 @@ class DecoderState(NamedTuple):
             self.hidden.index_select(1, indices),
             None if self.cell is None else self.cell.index_select(1, indices),
             None if self.feed is None else self.feed.index_select(0, indices),
+            None if self.coverage is None else self.coverage.index_select(0, indices),
         )
 
 
@@ -92,7 +94,11 @@ class Decoder(nn.Module):
         self.cell = StackedCell(cfg.cell, cfg.emb_size, extra_size, cfg.dec_hidden, cfg.dec_layers, cfg.dropout)
         self.bridge = nn.Linear(bridge_in, cfg.dec_layers * cfg.dec_hidden)
         self.vocab = nn.Linear(cfg.output_size, vocab_size)  # the registry's width (seq2seq/registry.py)
-        self.attention = None
+        self.attention: Attention | None = None
+
+    def project_keys(self, memory: Tensor) -> Tensor | None:
+        """The attention's step-independent part of the score, once per batch: (B, S, Hm) -> (B, S, *)."""
+        return None if self.attention is None else self.attention.project_keys(memory)
 
     def bridge_input(self, final: Tensor) -> Tensor:
         return final  # (B, Hm)
@@ -103,13 +109,16 @@ class Decoder(nn.Module):
         hidden = torch.tanh(self.bridge(self.bridge_input(enc.final)))  # (B, L*H)
         hidden = hidden.view(b, self.cfg.dec_layers, self.cfg.dec_hidden).transpose(0, 1).contiguous()  # (L, B, H)
         cell = torch.zeros_like(hidden) if self.cfg.cell == "lstm" else None
-        return DecoderState(hidden, cell, self.initial_feed(b, hidden))
+        coverage = enc.memory.new_zeros(b, enc.memory.size(1)) if self.cfg.coverage else None  # C_0 = 0, (B, S)
+        return DecoderState(hidden, cell, self.initial_feed(b, hidden), coverage)
 
     def initial_feed(self, batch: int, hidden: Tensor) -> Tensor | None:
         return None
 
-    def forward(self, tgt_in: Tensor, enc: EncoderOutput, state: DecoderState) -> tuple[Tensor, Tensor, DecoderState]:
-        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), attention (B, T, S), final state."""
+    def forward(self, tgt_in: Tensor, enc: EncoderOutput, state: DecoderState,
+                need_weights: bool = True) -> tuple[Tensor, Tensor, DecoderState]:
+        """Teacher forcing: tgt_in (B, T) -> logits (B, T, V), attention (B, T, S), final state. The RNN decoder
+        computes the weights anyway (its context needs them), so ``need_weights`` changes nothing."""
         emb = self.dropout(self.embed(tgt_in))  # (B, T, E)
         outputs, weights, state = self.recur(emb, self.cell.precompute(emb), enc, state)
         return self.vocab(outputs), weights, state
@@ -131,25 +140,36 @@ class BahdanauDecoder(Decoder):
     the new state as in eq. (4) (appendix A.2.2 writes s_{i-1} there). s_0 = tanh(W_s h<-_1) from the first
     backward encoder state. The GRU's reset gate acts in PyTorch's form r * (U s + b), where A.2.2 has
     U (r * s) (docs/attention.md, "Where we depart from the papers").
+
+    With ``model.coverage`` the score also reads the coverage of every source position (Tu et al. 2016, sec. 3.1),
+    e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j + V_a C_{i-1,j}), updated after each step by their linguistic
+    coverage with fertility 1 (sec. 3.1.1): C_{i,j} = C_{i-1,j} + a_ij, the attention each source word has had
+    so far (the coverage vector of See et al. 2017, eq. 10-11).
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
-        bridge_in = cfg.enc_hidden if cfg.bidirectional else cfg.memory_size
+        from_backward = cfg.encoder == "rnn" and cfg.bidirectional  # h<-_1, the first backward state
+        bridge_in = cfg.enc_hidden if from_backward else cfg.memory_size
         super().__init__(cfg, vocab_size, cfg.memory_size, bridge_in)
-        self.attention = build_attention("bahdanau", cfg.dec_hidden, cfg.memory_size, cfg.attention_size)
+        self.from_backward = from_backward
+        self.attention = build_attention("bahdanau", cfg.dec_hidden, cfg.memory_size, cfg.attention_size,
+                                         coverage=cfg.coverage)
         out = cfg.output_size
         self.out_state = nn.Linear(cfg.dec_hidden, 2 * out)  # U_o (maxout pool of 2)
         self.out_emb = nn.Linear(cfg.emb_size, 2 * out, bias=False)  # V_o
         self.out_ctx = nn.Linear(cfg.memory_size, 2 * out, bias=False)  # C_o
 
     def bridge_input(self, final: Tensor) -> Tensor:
-        return final[:, -self.cfg.enc_hidden:] if self.cfg.bidirectional else final  # (B, H_enc) h<-_1
+        return final[:, -self.cfg.enc_hidden:] if self.from_backward else final  # (B, H_enc) h<-_1
 
     def recur(self, emb, x, enc, state):
         hiddens, contexts, weights = [], [], []
-        hidden, cell = state.hidden, state.cell
+        hidden, cell, coverage = state.hidden, state.cell, state.coverage
         for x_t in x.unbind(1):  # unbind, not x[:, t]: its backward is one stack, not T zero-filled (B, T, G)
-            context, w = self.attention(hidden[-1], enc.keys, enc.memory, enc.mask)  # (B, Hm), (B, S)
+            keys = enc.keys if coverage is None else self.attention.cover(enc.keys, coverage)  # (B, S, A)
+            context, w = self.attention(hidden[-1], keys, enc.memory, enc.mask)  # (B, Hm), (B, S)
+            if coverage is not None:
+                coverage = coverage + w  # C_{i,j} = C_{i-1,j} + a_ij
             hidden, cell = self.cell.step(x_t, context, hidden, cell)
             hiddens.append(hidden[-1])
             contexts.append(context)
@@ -157,7 +177,7 @@ class BahdanauDecoder(Decoder):
         s, c = torch.stack(hiddens, 1), torch.stack(contexts, 1)  # (B, T, H), (B, T, Hm)
         t_tilde = self.out_state(s) + self.out_emb(emb) + self.out_ctx(c)  # (B, T, 2*O)
         t_out = t_tilde.view(*t_tilde.shape[:-1], -1, 2).amax(-1)  # (B, T, O) maxout
-        return self.dropout(t_out), torch.stack(weights, 1), DecoderState(hidden, cell, None)
+        return self.dropout(t_out), torch.stack(weights, 1), DecoderState(hidden, cell, None, coverage)
 
 
 class LuongDecoder(Decoder):
@@ -179,7 +199,7 @@ class LuongDecoder(Decoder):
 
     def recur(self, emb, x, enc, state):
         outputs, weights = [], []
-        hidden, cell, feed = state
+        hidden, cell, feed = state.hidden, state.cell, state.feed
         for x_t in x.unbind(1):  # see BahdanauDecoder.recur
             hidden, cell = self.cell.step(x_t, feed, hidden, cell)
             context, w = self.attention(hidden[-1], enc.keys, enc.memory, enc.mask)  # (B, Hm), (B, S)

@@ -1,4 +1,5 @@
-"""The training loss: label-smoothed cross-entropy summed over non-PAD target positions.
+"""The training loss: label-smoothed cross-entropy summed over non-PAD target positions, and See et al.
+(2017)'s coverage loss (``optim.coverage_loss``).
 
 It equals ``F.cross_entropy(..., ignore_index=PAD, label_smoothing=eps, reduction="sum")`` and its
 gradient, but its backward is the closed form softmax(z) - q (q the smoothed target distribution)
@@ -45,3 +46,12 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
 def token_loss(logits: Tensor, target: Tensor, label_smoothing: float) -> Tensor:
     """Summed label-smoothed cross-entropy over non-PAD positions. logits (B, T, V), target (B, T)."""
     return _SmoothedCrossEntropy.apply(logits.flatten(0, 1), target.flatten(), float(label_smoothing))
+
+
+def coverage_loss(weights: Tensor, target: Tensor) -> Tensor:
+    """See et al. (2017), eq. (12), summed over non-PAD target steps t: sum_i min(a_i^t, c_i^t), where
+    c^t = sum_{t' < t} a^{t'} is the attention each source position has had before step t (eq. 10). It costs
+    attending again to what is covered already. weights (B, T, S), target (B, T) -> ()."""
+    coverage = weights.cumsum(1) - weights  # (B, T, S) c^t, the steps before t
+    per_step = torch.minimum(weights, coverage).sum(-1)  # (B, T)
+    return per_step.masked_fill(target == PAD, 0.0).sum()

@@ -107,6 +107,15 @@ def cosine_rate(peak: float, floor: float, used: float) -> float:
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * used))
 
 
+def noam_rate(peak: float, warmup: int, step: int) -> float:
+    """The rate of update ``step`` (from 1) under Vaswani et al. (2017)'s eq. (3), d_model^-0.5 min(step^-0.5,
+    step warmup^-1.5), written with its peak: ``peak`` min(step / warmup, sqrt(warmup / step)), a linear rise to
+    ``peak`` at step ``warmup``, then the inverse square root of the step (eq. 3 is this with peak =
+    (d_model warmup)^-0.5: 7.0e-4 for their d_model 512 and 4000 warm-up steps)."""
+    step = max(step, 1)
+    return peak * min(step / warmup, math.sqrt(warmup / step))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

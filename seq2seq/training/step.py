@@ -23,7 +23,7 @@ import torch
 from seq2seq.config import Config
 from seq2seq.data.corpus import Batch
 from seq2seq.errors import ConfigError
-from seq2seq.nn.loss import token_loss
+from seq2seq.nn.loss import coverage_loss, token_loss
 from seq2seq.nn.model import Seq2Seq
 from seq2seq.training import distributed
 from seq2seq.training.progress import Progress, TrainingStopped, seed_everything
@@ -120,8 +120,11 @@ class OptimizerStep:
         precision = self.cfg.train.precision
         with contextlib.nullcontext() if precision == "fp32" else torch.autocast(
                 self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
-            logits, _ = self.parts.net(batch.src, batch.src_lens, batch.tgt_in)  # (B, T, V)
-        return token_loss(logits.float(), batch.tgt_out, self.cfg.optim.label_smoothing)
+            lam = self.cfg.optim.coverage_loss  # See et al. (2017), eq. (13): loss + lambda * coverage loss
+            inputs = (batch.src, batch.src_lens, batch.tgt_in)
+            logits, weights = self.parts.net(*inputs, need_weights=True) if lam else self.parts.net(*inputs)
+        loss = token_loss(logits.float(), batch.tgt_out, self.cfg.optim.label_smoothing)
+        return loss + lam * coverage_loss(weights.float(), batch.tgt_out) if lam else loss
 
     def _backward(self, loss: torch.Tensor) -> None:
         scaler = self.parts.scaler

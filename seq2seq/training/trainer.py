@@ -24,7 +24,15 @@ from seq2seq.training.average import average_at_end
 from seq2seq.training.heartbeat import Heartbeat
 from seq2seq.training.metrics import RunLog
 from seq2seq.training.plan import BatchPlan
-from seq2seq.training.progress import Clock, Progress, TrainingStopped, budget_used, cosine_rate, spent_budgets
+from seq2seq.training.progress import (
+    Clock,
+    Progress,
+    TrainingStopped,
+    budget_used,
+    cosine_rate,
+    noam_rate,
+    spent_budgets,
+)
 from seq2seq.training.run_checkpoints import RunCheckpoints
 from seq2seq.training.step import OptimizerStep, build
 from seq2seq.training.validation import measure
@@ -127,11 +135,14 @@ class Trainer:
         return self.validate_round()
 
     def schedule(self) -> None:
-        """optim.schedule=cosine: the rate of the next step, from where the run is (so a resume continues it)."""
+        """optim.schedule=cosine or noam: the rate of the next step, from where the run is (so a resume continues
+        it)."""
         o = self.cfg.optim
         if o.schedule == "cosine":
             used = budget_used(self.cfg.train, self.progress, self.epoch_batches, self.clock.agreed_s)
             self.parts.set_lr(cosine_rate(o.lr, o.min_lr, used))
+        elif o.schedule == "noam":
+            self.parts.set_lr(noam_rate(o.lr, o.warmup_steps, self.progress.step + 1))
 
     def after_step(self) -> bool:
         """Periodic validation / saving inside the epoch, and the step and time limits."""
