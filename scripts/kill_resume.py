@@ -71,7 +71,7 @@ def kill_once(cmd: list[str], run: Path, rng: random.Random, during_write: bool,
     kind and the steps lost (those logged minus those in last.pt)."""
     stale = set(run.glob(".*.pt.*.tmp"))  # left by the last kill; the new process removes them
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + (span * 3 if during_write else rng.uniform(0.2, 1.0) * span)
+    deadline = time.monotonic() + (span * 3 if during_write else rng.uniform(0.15, 0.6) * span)
     kind = "random"
     while proc.poll() is None and time.monotonic() < deadline:
         if during_write and set(run.glob(".*.pt.*.tmp")) - stale:
