@@ -9,7 +9,7 @@ import pytest
 
 from seq2seq.config import DecodeConfig, TranslatorConfig
 from seq2seq.inference.translator import SourceTooLong, Translator
-from seq2seq.serving.batcher import Batcher
+from seq2seq.serving.batcher import Batcher, QueueFull
 
 
 class Spy:
@@ -94,3 +94,74 @@ def test_a_too_long_source_fails_only_its_own_request(translator: Translator) ->
 def test_submit_before_start_says_what_to_do(translator: Translator) -> None:
     with pytest.raises(RuntimeError, match="start"):
         Batcher(translator, wait_s=0.0).submit(["a"], translator.decode)
+
+
+class Failing:
+    """A translator stand-in that fails any call holding the sentence "boom"; records the calls that succeed."""
+
+    def __init__(self, real: Translator) -> None:
+        self.real, self.calls, self.gate = real, [], threading.Event()
+
+    def translations(self, sentences: list[str], decode: DecodeConfig) -> list:
+        self.gate.wait(30)
+        if "boom" in sentences:
+            raise RuntimeError("boom")
+        self.calls.append(list(sentences))
+        return self.real.translations(sentences, decode)
+
+
+def test_a_failing_request_fails_alone_and_the_others_are_answered(translator: Translator) -> None:
+    failing = Failing(translator)
+    batcher = Batcher(failing, wait_s=0.5)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        jobs = [["a b"], ["boom"], ["c d", "e"], ["f g h"]]
+        futures = [batcher.submit(j, translator.decode) for j in jobs]
+        failing.gate.set()
+        with pytest.raises(RuntimeError, match="boom"):
+            futures[1].result(60)
+        answers = [[t.text for t in futures[i].result(60)] for i in (0, 2, 3)]
+    finally:
+        batcher.stop()
+    assert answers == [translator.translate(jobs[i]) for i in (0, 2, 3)]
+    assert len(failing.calls) < 3  # the others still share calls, not one each
+
+
+def test_after_a_too_long_source_the_others_still_share_calls(translator: Translator) -> None:
+    spy = Spy(translator)
+    batcher = Batcher(spy, wait_s=0.5)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        jobs = [["a b c"], ["x " * 40], ["d e"], ["f g", "h"]]
+        futures = [batcher.submit(j, translator.decode) for j in jobs]
+        spy.gate.set()
+        with pytest.raises(SourceTooLong, match="line 1: the source has"):  # its own line number
+            futures[1].result(60)
+        answers = [[t.text for t in futures[i].result(60)] for i in (0, 2, 3)]
+    finally:
+        batcher.stop()
+    assert answers == [translator.translate(jobs[i]) for i in (0, 2, 3)]
+    assert any(len(sentences) > 2 for sentences, _ in spy.calls if "x " * 40 not in sentences)
+
+
+def test_a_full_queue_refuses_and_a_cancelled_request_leaves_it(translator: Translator) -> None:
+    spy = Spy(translator)
+    batcher = Batcher(spy, wait_s=0.0, max_queue=2)  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        first = batcher.submit(["a b"], translator.decode)
+        for _ in range(400):  # bounded: until the worker has taken the first (it waits at the gate)
+            if batcher.queued == 0:
+                break
+            threading.Event().wait(0.05)
+        waiting = [batcher.submit(["c d"], translator.decode), batcher.submit(["e f"], translator.decode)]
+        with pytest.raises(QueueFull, match="max_queue=2"):
+            batcher.submit(["g h"], translator.decode)
+        assert waiting[0].cancel() and batcher.queued == 1  # out of the queue at once
+        third = batcher.submit(["g h"], translator.decode)
+        spy.gate.set()
+        answers = [f.result(60)[0].text for f in (first, waiting[1], third)]
+    finally:
+        batcher.stop()
+    assert answers == translator.translate(["a b", "e f", "g h"])
+    assert all("c d" not in sentences for sentences, _ in spy.calls)  # the cancelled one was never decoded

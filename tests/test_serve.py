@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -178,17 +180,20 @@ def test_serve_config_is_checked() -> None:
 
 
 class SlowTranslator:
-    """A translator stand-in whose translations() blocks until released (by the test, or after ``hold`` s)."""
+    """A translator stand-in whose translations() blocks until released (by the test, or after ``hold`` s);
+    ``calls``: the sentences of each call."""
 
     def __init__(self, real: Translator, hold: float) -> None:
         self.real, self.decode, self.config, self.model = real, real.decode, real.config, real.model
         self.max_src_len, self.hold = real.max_src_len, hold
         self.started, self.release = threading.Event(), threading.Event()
+        self.calls: list[list[str]] = []
 
     def with_decode(self, beam_size: int | None, alpha: float | None, nbest: int | None) -> DecodeConfig:
         return self.real.with_decode(beam_size, alpha, nbest)
 
     def translations(self, sentences: list[str], decode: DecodeConfig) -> list:
+        self.calls.append(list(sentences))
         self.started.set()
         self.release.wait(self.hold)
         return self.real.translations(sentences, decode)
@@ -246,3 +251,269 @@ def test_ensemble_and_int8_settings_are_checked_like_evaluate() -> None:
     assert ServeConfig(checkpoint="x.pt", quantize="int8", ensemble=["y.pt"]).quantize == "int8"
     with pytest.raises(ConfigError, match="unknown quantize 'int4'"):
         ServeConfig(checkpoint="x.pt", quantize="int4")
+
+
+# ---- the server bounds its work ------------------------------------------------------------------------------
+
+
+def slow_app(toy_run: Path, model: Model, **settings: object) -> tuple[SlowTranslator, object]:
+    """An app whose model blocks in translations() until released."""
+    slow = SlowTranslator(model.translator, hold=30.0)
+    app = create_app([Model("main", model.checkpoint, slow, None)], serve_config(toy_run, **settings))  # type: ignore[arg-type]
+    return slow, app
+
+
+def wait_until(condition: Callable[[], bool], what: str, tries: int = 400) -> None:
+    """Poll ``condition`` (a bounded wait: the test fails instead of hanging when it never holds)."""
+    for _ in range(tries):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list]:
+    """``call()`` started on a thread; its result lands in the returned list."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+class Live:
+    """An app under a real uvicorn on a free loopback port, in this process: for what TestClient cannot do
+    (a client that closes its connection mid-request, a body streamed in chunks)."""
+
+    def __init__(self, app: object) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,  # type: ignore[arg-type]
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Live:
+        self.thread.start()
+        wait_until(lambda: self.server.started, "uvicorn to start")
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+
+    def get(self, path: str) -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=30) as response:
+            return json.load(response)
+
+    def post(self, body: object) -> tuple[int, dict]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request("POST", "/translate", json.dumps(body), {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+
+def test_a_body_over_max_body_bytes_gets_413_before_it_is_parsed(toy_run: Path, model: Model) -> None:
+    with TestClient(create_app([model], serve_config(toy_run, max_body_bytes=200))) as client:
+        json_type = {"Content-Type": "application/json"}
+        padded = '{"text": ["a b"]' + " " * 300 + "}"  # valid JSON, over the limit
+        for body in (padded, '{"text": ["a b"' + "," * 300):  # a malformed one is not parsed either
+            response = client.post("/translate", content=body, headers=json_type)
+            assert response.status_code == 413 and "max_body_bytes=200" in response.json()["error"]
+        chunks = (part.encode() for part in [padded[:150], padded[150:]])  # no Content-Length: counted
+        response = client.post("/translate", content=chunks, headers=json_type)
+        assert response.status_code == 413 and "max_body_bytes=200" in response.json()["error"]
+        assert client.get("/info").json()["limits"]["max_body_bytes"] == 200
+        assert post(client, {"text": ["a b"]})[0] == 200
+
+
+def test_a_body_streamed_past_the_limit_is_cut_off(toy_run: Path, model: Model) -> None:
+    import http.client
+
+    with Live(create_app([model], serve_config(toy_run, max_body_bytes=1000))) as live:
+        conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
+        conn.putrequest("POST", "/translate")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        try:
+            for _ in range(100):  # 100 KB, but the server stops reading after 1,000 bytes
+                conn.send(b"400\r\n" + b" " * 1024 + b"\r\n")
+        except OSError:  # the server has answered and closed the connection
+            pass
+        response = conn.getresponse()
+        assert response.status == 413 and "max_body_bytes=1000" in json.loads(response.read())["error"]
+        conn.close()
+        assert live.post({"text": ["a b"]})[0] == 200
+
+
+def test_the_default_body_limit_fits_the_largest_request_the_limits_allow() -> None:
+    cfg = ServeConfig(checkpoint="x.pt")
+    largest = json.dumps({"text": ["\U0001f600" * cfg.max_chars] * cfg.max_sentences, "beam_size": 10, "nbest": 10,
+                          "alpha": 10.0, "attention": False, "model": "compare"})  # escaped: 12 bytes a character
+    assert len(largest.encode()) <= cfg.body_limit < 2 * len(largest.encode())
+
+
+@pytest.mark.parametrize("kind", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_body_that_is_not_declared_json_gets_415(client: TestClient, kind: str | None) -> None:
+    # what a page on another site can send without asking (a "simple" request), and no Content-Type at all
+    headers = {"Content-Type": kind} if kind else {}
+    response = client.post("/translate", content='{"text": ["a b"]}', headers=headers)
+    assert response.status_code == 415, response.text
+    assert "Content-Type must be application/json" in response.json()["error"]
+
+
+def test_json_with_a_charset_is_json(client: TestClient) -> None:
+    response = client.post("/translate", content='{"text": ["a b"]}',
+                           headers={"Content-Type": "application/json; charset=utf-8"})
+    assert response.status_code == 200
+
+
+HOSTS = [  # (where the server listens, allowed_hosts, Host header, accepted)
+    ("127.0.0.1:8123", [], "127.0.0.1:8123", True),
+    ("127.0.0.1:8123", [], "localhost:8123", True),
+    ("127.0.0.1:8123", [], "[::1]:8123", True),
+    ("127.0.0.1:8123", [], "LOCALHOST:8123", True),
+    ("127.0.0.1:8123", [], "attacker.example:8123", False),  # DNS rebinding: the attacker's name
+    ("127.0.0.1:8123", [], "localhost:9999", False),
+    ("127.0.0.1:8123", [], "localhost", False),  # port 80
+    ("127.0.0.1:8123", [], "0.0.0.0:8123", False),
+    ("127.0.0.1:8123", ["mt.example.org"], "mt.example.org", True),
+    ("127.0.0.1:8123", ["mt.example.org"], "mt.example.org:443", True),
+    ("127.0.0.1:8123", ["mt.example.org:8443"], "mt.example.org:443", False),
+    ("127.0.0.1:8123", ["mt.example.org"], "other.example.org", False),
+    ("127.0.0.1:8123", ["*"], "anything.example", True),
+    ("10.1.2.3:8000", [], "10.1.2.3:8000", True),  # host=0.0.0.0, reached on 10.1.2.3
+    ("10.1.2.3:8000", [], "localhost:8000", False),
+]
+
+
+@pytest.mark.parametrize(("server", "allowed", "host", "accepted"), HOSTS, ids=[f"host{i}" for i in range(len(HOSTS))])
+def test_the_host_header_must_name_the_server(toy_run: Path, model: Model, server: str, allowed: list[str],
+                                              host: str, accepted: bool) -> None:
+    bind = "0.0.0.0" if server.startswith("10.") else "127.0.0.1"
+    app = create_app([model], serve_config(toy_run, host=bind, port=int(server.split(":")[1]), allowed_hosts=allowed))
+    with TestClient(app, base_url=f"http://{server}") as client:
+        for response in (client.get("/health", headers={"Host": host}),
+                         client.post("/translate", content='{"text": ["a b"]}',
+                                     headers={"Host": host, "Content-Type": "application/json"})):
+            if accepted:
+                assert response.status_code == 200, response.text
+            else:
+                assert response.status_code == 421
+                assert f"host {host.lower()!r} is not this server's address" in response.json()["error"].lower()
+
+
+def test_allowed_hosts_are_checked() -> None:
+    with pytest.raises(ConfigError, match="allowed_hosts: 'https://x.org' is not a host name"):
+        ServeConfig(checkpoint="x.pt", allowed_hosts=["https://x.org"])
+    with pytest.raises(ConfigError, match="allowed_hosts: '\\*.x.org' is not a host name"):
+        ServeConfig(checkpoint="x.pt", allowed_hosts=["*.x.org"])
+    with pytest.raises(ConfigError, match="max_queue must be > 0"):
+        ServeConfig(checkpoint="x.pt", max_queue=0)
+
+
+@pytest.mark.timeout(120)
+def test_a_full_queue_gets_503_with_retry_after(toy_run: Path, model: Model) -> None:
+    slow, app = slow_app(toy_run, model, max_queue=1, batch_wait_ms=0)
+    with TestClient(app) as client:
+        first, first_answer = in_thread(lambda: post(client, {"text": ["a b"]})[0])
+        try:
+            assert slow.started.wait(30)  # the first is decoding
+            second, second_answer = in_thread(lambda: post(client, {"text": ["c d"]})[0])
+            wait_until(lambda: client.get("/health").json()["queued"] == 1, "the second request to queue")
+            third, third_answer = in_thread(lambda: client.post("/translate", json={"text": ["e f"]}))
+            third.join(30)
+            assert third_answer, "a request past max_queue waited instead of being refused"
+            response = third_answer[0]
+            assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+            assert "max_queue=1" in response.json()["error"]
+        finally:
+            slow.release.set()
+            first.join(30)
+        second.join(30)
+        assert first_answer == second_answer == [200]
+        assert post(client, {"text": ["e f"]})[0] == 200  # and the queue has room again
+
+
+@pytest.mark.timeout(120)
+def test_a_request_past_its_time_gets_504_and_its_queued_work_is_dropped(toy_run: Path, model: Model) -> None:
+    slow, app = slow_app(toy_run, model, request_timeout_s=1.0, batch_wait_ms=0)
+    with TestClient(app) as client:
+        first, first_answer = in_thread(lambda: post(client, {"text": ["a b"]}))
+        try:
+            assert slow.started.wait(30)
+            second, second_answer = in_thread(lambda: post(client, {"text": ["c d"]}))
+            second.join(30)
+            first.join(30)
+            assert [status for status, _ in first_answer + second_answer] == [504, 504]
+            assert "request_timeout_s=1" in second_answer[0][1]["error"]
+            assert client.get("/health").json()["queued"] == 0  # the second left the queue
+        finally:
+            slow.release.set()
+    assert slow.calls == [["a b"]]  # the second was never decoded
+
+
+@pytest.mark.timeout(120)
+def test_a_client_that_goes_away_is_not_decoded(toy_run: Path, model: Model) -> None:
+    import socket
+
+    slow, app = slow_app(toy_run, model, batch_wait_ms=0)
+    with Live(app) as live:
+        first, first_answer = in_thread(lambda: live.post({"text": ["a b"]}))
+        try:
+            assert slow.started.wait(30)
+            body = b'{"text": ["c d"]}'
+            gone = socket.create_connection(("127.0.0.1", live.port), timeout=30)
+            gone.sendall(b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (live.port, len(body), body))
+            wait_until(lambda: live.get("/health")["queued"] == 1, "the request to queue")
+            gone.close()  # the client goes away before its answer
+            wait_until(lambda: live.get("/health")["queued"] == 0, "the abandoned request to leave the queue")
+        finally:
+            slow.release.set()
+            first.join(30)
+        assert first_answer[0][0] == 200
+    assert slow.calls == [["a b"]]
+
+
+@pytest.mark.timeout(120)
+def test_attention_json_is_built_off_the_event_loop(toy_run: Path, model: Model,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from seq2seq.serving import app as app_module
+
+    building, release = threading.Event(), threading.Event()
+    real = app_module.answer
+
+    def slow_answer(result: object, attention: bool) -> object:  # rounding a long attention table, say
+        building.set()
+        release.wait(30)
+        return real(result, attention)
+
+    monkeypatch.setattr(app_module, "answer", slow_answer)
+    with TestClient(create_app([model], serve_config(toy_run))) as client:
+        request, answered = in_thread(lambda: post(client, {"text": ["a b c"], "attention": True}))
+        try:
+            assert building.wait(30)
+            health, health_answer = in_thread(lambda: client.get("/health").status_code)
+            health.join(30)
+            assert health_answer == [200], "/health was not answered while an answer's JSON was being built"
+        finally:
+            release.set()
+            request.join(30)
+        assert answered[0][0] == 200 and answered[0][1]["translations"][0]["attention"]
+
+
+def test_attention_over_max_attention_cells_is_refused(toy_run: Path, model: Model) -> None:
+    with TestClient(create_app([model], serve_config(toy_run, max_attention_cells=10))) as client:
+        status, body = post(client, {"text": ["a b c d e"], "attention": True})
+        assert status == 422
+        assert "max_attention_cells=10; send fewer sentences, a smaller nbest, or attention: false" in body["error"]
+        assert post(client, {"text": ["a b c d e"]})[0] == 200
+        assert client.get("/info").json()["limits"]["max_attention_cells"] == 10

@@ -1,12 +1,18 @@
 """seq2seq-serve's HTTP app (FastAPI): POST /translate, GET /health, GET /info, and the page at /.
 
-Requests are checked by pydantic against the server's limits (:class:`~seq2seq.serving.settings.ServeConfig`);
-a bad one gets a 4xx answer ``{"error": "<what is wrong and what to do>", "detail": [...]}``. Requests
-are decoded by a :class:`~seq2seq.serving.batcher.Batcher` per model, which gathers concurrent ones into
-shared token batches. A request never names a file: the models are loaded once, at start.
+A :class:`~seq2seq.serving.guard.Guard` checks each request's Host, content type, body size and time before
+the app parses it; requests are then checked by pydantic against the server's limits
+(:class:`~seq2seq.serving.settings.ServeConfig`). A bad one gets a 4xx answer
+``{"error": "<what is wrong and what to do>", "detail": [...]}``. Requests are decoded by a
+:class:`~seq2seq.serving.batcher.Batcher` per model, which gathers concurrent ones into shared token batches;
+a full queue answers 503 with Retry-After. The answer's JSON is built on a worker thread, never on the event
+loop, and its attention weights are bounded (``max_attention_cells``). A request never names a file: the
+models are loaded once, at start.
 """
 
+import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +21,7 @@ from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException
@@ -23,13 +29,15 @@ from starlette.exceptions import HTTPException
 from seq2seq import __version__
 from seq2seq.errors import Seq2SeqError
 from seq2seq.inference.translator import SourceTooLong, Translation, Translator
-from seq2seq.serving.batcher import Batcher
+from seq2seq.serving.batcher import Batcher, QueueFull
+from seq2seq.serving.guard import Guard
 from seq2seq.serving.settings import ServeConfig
 
 log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).parent / "page"  # index.html, page.css, page.js: package data, nothing fetched at run time
 MAX_ALPHA = 10.0
+RETRY_AFTER_S = 1  # what a 503 for a full queue tells the client to wait
 
 
 @dataclasses.dataclass
@@ -95,18 +103,32 @@ def request_model(cfg: ServeConfig) -> type[BaseModel]:
     return TranslateRequest
 
 
-def answer(result: Translation, attention: bool) -> Translated:
-    out = Translated(text=result.text, hypotheses=result.hypotheses, scores=result.scores)
+def answer(result: Translation, attention: bool) -> dict:
+    """One :class:`Translated`, as plain JSON data (the fields without a value left out)."""
+    out: dict = {"text": result.text, "hypotheses": result.hypotheses, "scores": result.scores}
     if attention:
-        out.src_pieces = result.src_pieces
-        out.tgt_pieces = result.tgt_pieces
-        out.attention = [[[round(w, 4) for w in row] for row in a.tolist()] for a in result.attention]
+        out["src_pieces"] = result.src_pieces
+        out["tgt_pieces"] = result.tgt_pieces
+        out["attention"] = [[[round(w, 4) for w in row] for row in a.tolist()] for a in result.attention]
     return out
+
+
+def render(results: list[Translation], attention: bool, max_cells: int) -> bytes:
+    """The JSON of a :class:`TranslateResponse`; run on a worker thread (rounding and encoding the attention
+    weights takes long enough to stall the event loop). More than ``max_cells`` weights: a 422."""
+    if attention:
+        cells = sum(a.numel() for r in results for a in r.attention)
+        if cells > max_cells:
+            raise HTTPException(422, f"attention: the answer would hold {cells} attention weights, more than the "
+                                     f"server's max_attention_cells={max_cells}; send fewer sentences, a smaller "
+                                     "nbest, or attention: false")
+    body = {"translations": [answer(r, attention) for r in results]}
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
     """The app over ``models`` (the first is "main", an optional second "compare"), limits from ``cfg``."""
-    batchers = {m.name: Batcher(m.translator, cfg.batch_wait_ms / 1000) for m in models}
+    batchers = {m.name: Batcher(m.translator, cfg.batch_wait_ms / 1000, cfg.max_queue) for m in models}
     by_name = {m.name: m for m in models}
 
     @asynccontextmanager
@@ -121,9 +143,10 @@ def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="seq2seq", version=__version__, lifespan=lifespan,
                   description="RNN-attention translation: POST /translate, GET /info, GET /health; the page at /")
     _add_error_handlers(app, cfg)
+    app.add_middleware(Guard, cfg=cfg)
     body_model = request_model(cfg)
 
-    async def translate(body: body_model) -> TranslateResponse:  # type: ignore[valid-type]
+    async def translate(body: body_model) -> Response:  # type: ignore[valid-type]
         if body.model not in by_name:
             raise HTTPException(422, "model: there is no compare model; start the server with compare=PATH")
         translator = by_name[body.model].translator
@@ -136,7 +159,10 @@ def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
             results = await batchers[body.model].translate(body.text, decode)
         except SourceTooLong as err:
             raise HTTPException(422, f"text: {err}") from None
-        return TranslateResponse(translations=[answer(r, body.attention) for r in results])
+        except QueueFull as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+        payload = await asyncio.to_thread(render, results, body.attention, cfg.max_attention_cells)
+        return Response(payload, media_type="application/json")
 
     app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True,
              summary="Translate sentences")(translate)
@@ -148,7 +174,9 @@ def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
     @app.get("/info", summary="The model(s), decode defaults and limits")
     async def info() -> dict:
         limits = {"max_sentences": cfg.max_sentences, "max_chars": cfg.max_chars, "max_beam": cfg.max_beam,
-                  "max_src_len": models[0].translator.max_src_len, "max_src_len_policy": cfg.max_src_len_policy}
+                  "max_src_len": models[0].translator.max_src_len, "max_src_len_policy": cfg.max_src_len_policy,
+                  "max_body_bytes": cfg.body_limit, "max_queue": cfg.max_queue,
+                  "request_timeout_s": cfg.request_timeout_s, "max_attention_cells": cfg.max_attention_cells}
         return {**models[0].info(), "compare": models[1].info() if len(models) > 1 else None,
                 "limits": limits, "version": __version__}
 
