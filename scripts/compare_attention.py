@@ -6,12 +6,12 @@
     python scripts/compare_attention.py --speed              # time every variant's training, quiet machine
 
 The study itself (its recipe, the runs' summaries, the report and its figures) is
-seq2seq/report/attention_study.py; ``--help`` describes it.
+seq2seq/report/attention_study.py, run by seq2seq/cli/study.py; ``--help`` describes it.
 """
 
 from __future__ import annotations
 
-from seq2seq.report.attention_study import main
+from seq2seq.cli.study import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
-"""The attention study (seq2seq/report/study.py, attention_study.py) on hand-made inputs, and its scripts on the
-toy model."""
+"""The attention study (seq2seq/report/study.py, attention_study.py, seq2seq/cli/study.py) on hand-made inputs,
+and its scripts on the toy model."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.cli import study as cs
 from seq2seq.report import attention_study as ca
 from seq2seq.report import study
 from seq2seq.report.study import (
@@ -226,10 +227,10 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 0, stdout='table\n{"train_tgt_tokens_per_s": 1234.56}\n', stderr="")
 
-    monkeypatch.setattr(ca.subprocess, "run", fake_run)
+    monkeypatch.setattr(cs.subprocess, "run", fake_run)
     recipe = [o for o in ca.STUDY if not o.startswith("threads=")]  # benchmark.py's --threads sets them
     (tmp_path / "speed.json").write_text(json.dumps({"recipe": recipe, "tokens_per_s": {"bahdanau": 999.0}}))
-    measured = ca.measure_speed(tmp_path, ["bahdanau", "local_p"], [])
+    measured = cs.measure_speed(tmp_path, ["bahdanau", "local_p"], [])
     assert measured == {"recipe": recipe, "tokens_per_s": {"bahdanau": 999.0, "local_p": 1234.6}}
     assert len(calls) == 1  # bahdanau was measured before
     cmd = calls[0]
@@ -237,7 +238,7 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
     assert "model.attention_window=10" in cmd and "optim.lr=4e-3" in cmd
     assert not any(c.startswith("threads=") for c in cmd)
     assert json.loads((tmp_path / "speed.json").read_text()) == measured
-    again = ca.measure_speed(tmp_path, ["bahdanau"], ["model.dropout=0.3"])  # another recipe: measured afresh
+    again = cs.measure_speed(tmp_path, ["bahdanau"], ["model.dropout=0.3"])  # another recipe: measured afresh
     assert again["tokens_per_s"] == {"bahdanau": 1234.6} and calls[-1][-2:] == ["model.dropout=0.3",
                                                                              "model/attention=bahdanau"]
 
@@ -245,7 +246,7 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
 def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:
     (tmp_path / "speed.json").write_text("{not json")
     with pytest.raises(SystemExit, match=r"speed.json .*delete it and run --speed again"):
-        ca.measure_speed(tmp_path, ["bahdanau"], [])
+        cs.measure_speed(tmp_path, ["bahdanau"], [])
     old = tmp_path / "bahdanau_s1.json"
     old.write_text(json.dumps({k: [[1.0, 2.0]] for k in ca.SUMMARY_KEYS if k not in ("best_epoch", "train_tokens")}))
     outdated = r"lacks best_epoch, train_tokens .*--summarize runs/attention_study/bahdanau_s1"
@@ -263,11 +264,11 @@ def test_a_failed_run_does_not_stop_the_others_and_is_named_at_the_end(tmp_path:
             raise RuntimeError("none seed 1 failed: out of memory")
         (out / "runs" / f"{name}_s{seed}.json").write_text(json.dumps(fake_run(data, 30.0, seed)))
 
-    monkeypatch.setattr(ca, "run_one", run_one)
+    monkeypatch.setattr(cs, "run_one", run_one)
     monkeypatch.setattr(sys, "argv", ["compare_attention.py", "--out", str(out), "--runs", str(tmp_path / "runs"),
                                       "--variants", "none", "bahdanau", "--seeds", "1"])
     with pytest.raises(SystemExit) as stop:
-        ca.main()
+        cs.main()
     assert stop.value.code == 1
     printed = capsys.readouterr()
     assert "none seed 1: FAILED: none seed 1 failed: out of memory" in printed.out

@@ -1,5 +1,5 @@
-"""The attention study: every variant trained to convergence over several seeds, then compared.
-scripts/compare_attention.py is its command line (and ``python -m seq2seq.report.attention_study``):
+"""The attention study: every variant trained to convergence over several seeds, then compared. This module
+is its recipe, each run's summary and the report; seq2seq/cli/study.py runs it (scripts/compare_attention.py):
 
     python scripts/compare_attention.py                      # all variants, seeds 1 2 3, two runs at a time
     python scripts/compare_attention.py --jobs 1 --seeds 1   # one run at a time, one seed
@@ -16,8 +16,8 @@ sittings, even without the checkpoints; an interrupted training run continues fr
 The report ({out}/results.md, results.json, valid_bleu.png, bleu_by_length.png, heatmaps.png): per variant
 mean +- sd over seeds of the best validation BLEU and test BLEU / chrF (beam 5), parameters, training
 tokens/s, epochs and minutes to convergence (the first epoch within 0.5 BLEU of the run's best), the
-attention's entropy and diagonal mass, and sacreBLEU's paired bootstrap p-values against Bahdanau: one over
-all seeds pooled, and the largest of the seed-for-seed tests.
+attention's entropy and diagonal mass, and paired bootstrap p-values against Bahdanau: one resampling the
+test sentences with every seed's output kept, and the largest of sacreBLEU's seed-for-seed tests.
 
 Speed is measured apart from the runs, because two runs share the machine (and whatever else runs beside
 them): --speed times 60 training steps of every variant with scripts/benchmark.py, one variant after
@@ -28,12 +28,8 @@ speed.json it shows the runs' own figures, marked *.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from seq2seq.files import atomic_write
@@ -59,21 +55,6 @@ STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "
          "threads=1"]
 HEATMAP_SENTENCES = (3, 150, 777)  # test_2016_flickr lines shown side by side
 SCRIPT = "scripts/compare_attention.py"  # the command line, as messages name it
-BENCHMARK = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"  # --speed: the source checkout's
-
-
-def train(name: str, seed: int, runs: Path, extra: list[str]) -> Path:
-    """Train (or continue) one run; returns its directory."""
-    run = runs / f"{name}_s{seed}"
-    exe = str(Path(sys.executable).with_name("seq2seq-train"))
-    args = [exe, *STUDY, *VARIANTS[name], f"seed={seed}", f"hydra.run.dir={run}", *extra]
-    if (run / "last.pt").exists():
-        args.append("resume=true")
-    print(f"== {name} seed {seed}: {' '.join(args[1:])}", flush=True)
-    out = subprocess.run(args, capture_output=True, text=True)
-    if out.returncode != 0 and "finished run" not in out.stderr:
-        raise RuntimeError(f"{name} seed {seed} failed:\n{out.stderr[-3000:]}")
-    return run
 
 
 def summarize(run: Path, out_json: Path) -> None:
@@ -116,16 +97,6 @@ def summarize(run: Path, out_json: Path) -> None:
     atomic_write(out_json, json.dumps(summary).encode("utf-8"))  # a kill mid-write must not leave a "done" run
 
 
-def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> None:
-    result = out / "runs" / f"{name}_s{seed}.json"
-    if result.exists():
-        return
-    run = train(name, seed, runs, extra)
-    subprocess.run([sys.executable, "-m", "seq2seq.report.attention_study", "--summarize", str(run), str(result)],
-                   check=True)
-    print(f"== {name} seed {seed}: done, {result}", flush=True)
-
-
 def mean_sd(values: list[float], digits: int = 2) -> str:
     """mean ± sample sd; one value alone, without a spread it does not have."""
     if not values:
@@ -141,34 +112,6 @@ def read_json(path: Path, fix: str) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise SystemExit(f"cannot read {path} ({e}); {fix}") from None
-
-
-def measure_speed(out: Path, variants: list[str], extra: list[str], steps: int = 60) -> dict:
-    """Training target tokens/s of each variant at the study's size on one thread (scripts/benchmark.py
-    --train-only: the same first batches for every variant), one after another, into {out}/speed.json with
-    the recipe they were measured with. Variants already measured with this recipe are kept; a changed
-    recipe starts again. Run nothing else meanwhile."""
-    if not BENCHMARK.is_file():
-        raise SystemExit(f"--speed runs {BENCHMARK}, which is not there: run the study from a source checkout")
-    path = out / "speed.json"
-    recipe = [o for o in STUDY if not o.startswith("threads=")] + extra  # benchmark.py sets the threads itself
-    speed = read_json(path, "delete it and run --speed again") if path.exists() else {}
-    if speed.get("recipe") != recipe:
-        speed = {"recipe": recipe, "tokens_per_s": {}}
-    for name in variants:
-        if name in speed["tokens_per_s"]:
-            continue
-        cmd = [sys.executable, str(BENCHMARK), "--train-only", "--threads", "1",
-               "--steps", str(steps), "--", *recipe, *VARIANTS[name]]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"timing {name} failed: scripts/benchmark.py {' '.join(cmd[2:])} said\n"
-                             f"{done.stderr.strip()[-2000:]}")
-        tokens_per_s = json.loads(done.stdout.strip().splitlines()[-1])["train_tgt_tokens_per_s"]
-        speed["tokens_per_s"][name] = round(tokens_per_s, 1)
-        path.write_text(json.dumps(speed, indent=1) + "\n", encoding="utf-8")
-        print(f"== {name}: {tokens_per_s:.0f} target tokens/s (training, one thread)", flush=True)
-    return speed
 
 
 CONVERGED_WITHIN = 0.5  # BLEU: a run has converged at the first validation this close to its best
@@ -312,48 +255,3 @@ def table(rows: list[dict], hours: float | None = None) -> str:
                      "beside the other runs; not counted: test decoding, time between sittings, work lost to a "
                      "kill)")
     return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog=SCRIPT, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="docs/attention_study", help="results (kept in git)")
-    parser.add_argument("--runs", default="runs/attention_study", help="run directories (checkpoints)")
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one thread)")
-    parser.add_argument("--report", action="store_true", help="only rebuild the report")
-    parser.add_argument("--speed", action="store_true",
-                        help="time each variant's training (one thread, quiet machine) into speed.json, then report")
-    parser.add_argument("--summarize", nargs=2, metavar=("RUN", "JSON"), help=argparse.SUPPRESS)
-    parser.add_argument("extra", nargs="*", help="more seq2seq-train overrides, after --")
-    args = parser.parse_args()
-    if args.summarize:
-        return summarize(Path(args.summarize[0]), Path(args.summarize[1]))
-    out = Path(args.out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    failed: list[str] = []
-    if args.speed:
-        measure_speed(out, args.variants, args.extra)
-    elif not args.report:
-        todo = [(n, s) for s in args.seeds for n in args.variants]
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {(n, s): pool.submit(run_one, n, s, out, Path(args.runs), args.extra) for n, s in todo}
-            for (n, s), future in futures.items():
-                try:
-                    future.result()
-                except Exception as e:  # the others go on; the report shows what finished
-                    print(f"== {n} seed {s}: FAILED: {e}", flush=True)
-                    failed.append(f"{n} seed {s}")
-    try:
-        print(report(out, args.seeds) and (out / "results.md").read_text())
-    finally:  # also when the report itself stops (no finished run, a damaged summary)
-        if failed:
-            print(f"{len(failed)} run(s) failed ({', '.join(failed)}); their errors are above. Fix the cause and "
-                  "run the same command again: it redoes only what is missing", file=sys.stderr)
-    if failed:
-        raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()
