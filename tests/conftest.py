@@ -96,3 +96,20 @@ def run_translate(checkpoint: Path, data: bytes, *overrides: str) -> subprocess.
     cmd = [sys.executable, "-c", TRANSLATE, f"checkpoint={checkpoint}", "threads=2", *overrides]
     env = {**os.environ, "PYTHONUTF8": "1"}
     return subprocess.run(cmd, input=data, capture_output=True, timeout=300, env=env)
+
+
+MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"  # ../shared beside the clone
+needs_multi30k = pytest.mark.skipif(not MULTI30K.is_dir(), reason="needs ../shared/data/multi30k")
+
+
+def multi30k_subset(directory: Path, train: int, val: int) -> Path:
+    """The first ``train`` / ``val`` pairs of Multi30k en-de as a corpus in ``directory`` (the default recipe,
+    scaled down)."""
+    from seq2seq.files import read_lines
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("val", val)):
+        for lang in ("en", "de"):
+            lines = read_lines(MULTI30K / f"{split}.{lang}.gz")[:n]
+            (directory / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory

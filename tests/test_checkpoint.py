@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import toy_config, train_toy
+from conftest import multi30k_subset, needs_multi30k, toy_config, train_toy
 
 from seq2seq.checkpoint import load_checkpoint, load_model, save_checkpoint, tokenizer_from
 from seq2seq.data.corpus import load_corpus
@@ -206,21 +206,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
     assert_same_weights(ref["model"], got["model"])
 
 
-MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
-
-
-@pytest.mark.skipif(not MULTI30K.is_dir(), reason="needs ../shared/data/multi30k")
+@needs_multi30k
 def test_the_default_recipe_with_subword_sampling_resumes_bitwise_in_a_new_process(tmp_path: Path) -> None:
     """The default Multi30k recipe (subword sampling on), scaled down to a subset and a small model, killed in
     the middle of an epoch and resumed in a new process, ends bitwise equal to an uninterrupted run: the
     resumed process draws the same segmentations, so the rest of the epoch is the same batches."""
-    from seq2seq.files import read_lines
-
-    data = tmp_path / "m30k"
-    data.mkdir()
-    for split, n in (("train", 1500), ("val", 100)):
-        for lang in ("en", "de"):
-            (data / f"{split}.{lang}").write_text("\n".join(read_lines(MULTI30K / f"{split}.{lang}.gz")[:n]) + "\n")
+    data = multi30k_subset(tmp_path / "m30k", 1500, 100)
     command = [str(Path(sys.executable).with_name("seq2seq-train")), "model=small", "data.vocab_size=600",
                f"data.dir={data}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_minutes=null", *STEPS,
                "train.save_every_steps=3", "decode=greedy", "threads=1"]

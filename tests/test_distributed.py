@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import ATOL, assert_close_weights, step_batches, toy_trainer, train_step
+from conftest import ATOL, assert_close_weights, multi30k_subset, needs_multi30k, step_batches, toy_trainer, train_step
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import ConfigError
@@ -88,8 +88,6 @@ def test_torchrun_two_processes_end_to_end(tmp_path: Path) -> None:
     assert "2 processes" in out.stderr
 
 
-MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
-
 # every process's epoch plan, written where the test can read it: (rank, epoch, steps, the pair indices it trains)
 PLANS = """
 import json, os, sys
@@ -111,17 +109,11 @@ train()
 """
 
 
-@pytest.mark.skipif(not MULTI30K.is_dir(), reason="needs ../shared/data/multi30k")
+@needs_multi30k
 def test_torchrun_with_subword_sampling_agrees_on_every_epoch(tmp_path: Path) -> None:
     """Two processes, the default's subword sampling on: each epoch, both take as many steps, and together they
     train on every pair exactly once (with SentencePiece's own sampler they segmented differently)."""
-    from seq2seq.files import read_lines
-
-    data = tmp_path / "m30k"
-    data.mkdir()
-    for split, n in (("train", 800), ("val", 50)):
-        for lang in ("en", "de"):
-            (data / f"{split}.{lang}").write_text("\n".join(read_lines(MULTI30K / f"{split}.{lang}.gz")[:n]) + "\n")
+    data = multi30k_subset(tmp_path / "m30k", 800, 50)
     args = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
             "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(tmp_path / "plans.py"), str(tmp_path),
             "model=small", "data.vocab_size=500", "data.max_len=1000", "device=cpu", "train.max_epochs=3",
