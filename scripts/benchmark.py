@@ -1,4 +1,4 @@
-"""Training and decoding throughput, peak memory, FLOPs per target token and achieved GEMM fraction.
+"""Training and decoding throughput in float32 and bfloat16, peak memory, FLOPs per target token and MFU.
 
     python scripts/benchmark.py                              # experiment=joeynmt_reference on Multi30k en-de
     python scripts/benchmark.py --checkpoint runs/x/best.pt  # decode with a trained model (realistic lengths)
@@ -6,8 +6,12 @@
     python scripts/benchmark.py --train-only --steps 60      # training throughput alone
     python scripts/benchmark.py -- model/attention=bahdanau  # any seq2seq-train overrides after --
 
-Each phase runs in its own process so that its peak resident memory is its own. Prints a table and,
-last, one JSON line. Run nothing else while it measures; quote ratios measured in one run.
+First the GEMM peak of this CPU in both precisions (large square matmuls) and the GFLOP/s of the model's
+largest products at their real shapes; then training in each precision (``--precisions``), one right after
+the other, with its MFU: the model's FLOPs (seq2seq/nn/flops.py, the attention's from the registry) per
+second over that precision's peak; then decoding in fp32, bf16 and int8. Each phase runs in its own process
+so that its peak resident memory is its own. Prints a table and, last, one JSON line. Run nothing else
+while it measures; quote ratios measured in one run.
 """
 
 from __future__ import annotations
@@ -29,20 +33,54 @@ from seq2seq.cli.schemas import compose
 from seq2seq.config import Config
 from seq2seq.nn.flops import forward_flops
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
-def gemm_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), seconds: float = 2.0) -> float:
-    """Achieved fp32 GFLOP/s of large square matmuls, the best size: the practical peak of this CPU."""
+
+def gemm_gflops(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.7) -> float:
+    """Achieved GFLOP/s of an (m, k) x (k, n) matmul in ``dtype``, repeated for ``seconds`` after a warm-up."""
+    a, b, c = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype), torch.empty(m, n, dtype=dtype)
+    torch.mm(a, b, out=c)  # warm-up (oneDNN picks and caches its kernel)
+    repeats, elapsed, start = 0, 0.0, time.perf_counter()
+    while elapsed < seconds or repeats < 2:
+        torch.mm(a, b, out=c)
+        repeats, elapsed = repeats + 1, time.perf_counter() - start
+    return 2 * m * k * n * repeats / elapsed / 1e9
+
+
+def gemm_peak(threads: int, dtype: torch.dtype = torch.float32, sizes: tuple[int, ...] = (1024, 2048, 4096)) -> float:
+    """The practical peak of this CPU in ``dtype``: the best GFLOP/s of large square matmuls."""
     torch.set_num_threads(threads)
-    best = 0.0
-    for n in sizes:
-        a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-        torch.mm(a, b, out=c)  # warm-up
-        repeats, elapsed, start = 0, 0.0, time.perf_counter()
-        while elapsed < seconds / len(sizes) or repeats < 2:
-            torch.mm(a, b, out=c)
-            repeats, elapsed = repeats + 1, time.perf_counter() - start
-        best = max(best, 2 * n**3 * repeats / elapsed / 1e9)
-    return best
+    return max(gemm_gflops(n, n, n, dtype) for n in sizes)
+
+
+def real_shapes(cfg: Config, vocab: int, sentences: int = 200, src_len: int = 14, tgt_len: int = 15) -> dict:
+    """The largest products of one training step of ``cfg``'s model at a typical Multi30k batch (about 200
+    sentences of 14 source and 15 target pieces fill train.batch_tokens=3000): name -> (m, k, n)."""
+    m = cfg.model
+    b, bt = sentences, sentences * tgt_len
+    width = m.d_model if m.decoder == "transformer" else m.output_size
+    shapes = {"vocabulary projection": (bt, width, vocab)}
+    if m.decoder == "transformer":
+        shapes["feed-forward W_1"] = (bt, m.d_model, m.ffn_size)
+    else:
+        shapes["decoder step gates"] = (b, m.dec_hidden, 3 * m.dec_hidden)
+    if m.encoder == "transformer":
+        shapes["encoder W^Q, W^K, W^V"] = (b * src_len, m.d_model, 3 * m.d_model)
+    else:
+        shapes["encoder input gates"] = (b * src_len, m.src_emb_size, 3 * m.enc_hidden)
+    return shapes
+
+
+def gemm_table(cfg: Config, vocab: int, threads: int) -> dict:
+    """Both precisions' square peak and their GFLOP/s at ``cfg``'s real shapes."""
+    torch.set_num_threads(threads)
+    result = {}
+    for name, dtype in DTYPES.items():
+        result[f"gemm_peak_gflops_{name}"] = gemm_peak(threads, dtype)
+        for shape, (m, k, n) in real_shapes(cfg, vocab).items():
+            key = f"gemm_{name}_{shape.replace(' ', '_').replace(',', '')}_{m}x{k}x{n}_gflops"
+            result[key] = gemm_gflops(m, k, n, dtype)
+    return result
 
 
 def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
@@ -52,6 +90,8 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
 
     cpu.setup(cfg.threads or 2)
     corpus = load_corpus(cfg.data)
+    # the steps run on the corpus' own segmentation, so the trainer needs no sampler (and its minute of set-up)
+    cfg = replace(cfg, data=replace(cfg.data, sampling_alpha=None))
     trainer = Trainer(cfg, corpus, run_dir=Path("/tmp"))  # a step writes nothing
     plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
     batches = [plan.batch(p) for p in plan.epoch(1)[: warmup + steps]]
@@ -69,13 +109,16 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
         flops += 3 * forward_flops(cfg.model, v, batch.src.size(0), batch.src.size(1), batch.tgt_in.size(1),
                                    src_tokens)
     seconds = time.perf_counter() - start
-    queue.put({"train_tgt_tokens_per_s": tgt / seconds, "train_src_tokens_per_s": src / seconds,
-               "train_flops_per_tgt_token": flops / tgt, "train_gflops_per_s": flops / seconds / 1e9,
-               "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    p = cfg.train.precision
+    queue.put({f"train_{p}_tgt_tokens_per_s": tgt / seconds, f"train_{p}_src_tokens_per_s": src / seconds,
+               "train_flops_per_tgt_token": flops / tgt, f"train_{p}_gflops_per_s": flops / seconds / 1e9,
+               f"train_{p}_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "params": trainer.model.num_parameters()})
 
 
-def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, queue: mp.Queue) -> None:
+def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, precision: str,
+                  queue: mp.Queue) -> None:
+    """Decode ``sentences`` test lines with ``precision``: fp32, bf16 (autocast) or int8 (quantize=int8)."""
     from seq2seq.checkpoint import load_model
     from seq2seq.data.corpus import split_lines
     from seq2seq.inference.bleu import corpus_scores
@@ -91,17 +134,22 @@ def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int
 
         tok = load_corpus(cfg.data).tokenizer
         model, data = Seq2Seq(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size).eval(), cfg.data
+    if precision == "int8":
+        from seq2seq.inference.quantize import quantize
+
+        model = quantize(model, "int8", torch.device("cpu"))
     src, ref = split_lines(data, data.test_split, sentences)
     decode = replace(cfg.decode, beam_size=beam, nbest=1)
     ids = tok.encode_src(src)
-    translate_ids(model, ids[:8], decode)  # warm-up
-    start = time.perf_counter()
-    results = translate_ids(model, ids, decode)
-    seconds = time.perf_counter() - start
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        translate_ids(model, ids[:8], decode)  # warm-up
+        start = time.perf_counter()
+        results = translate_ids(model, ids, decode)
+        seconds = time.perf_counter() - start
     bleu = corpus_scores(detokenize(tok, [r[0].tokens if r else [] for r in results]), ref).bleu
-    name = "greedy" if beam == 1 else f"beam{beam}"
-    queue.put({f"decode_{name}_sentences_per_s": len(src) / seconds, f"decode_{name}_bleu": bleu,
-               f"decode_{name}_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    name = f"decode_{precision}_" + ("greedy" if beam == 1 else f"beam{beam}")
+    queue.put({f"{name}_sentences_per_s": len(src) / seconds, f"{name}_bleu": bleu,
+               f"{name}_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
 def run_phase(target, *args) -> dict:
@@ -130,16 +178,30 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-only", action="store_true", help="skip decoding (to time one training change)")
+    parser.add_argument("--precisions", default="fp32,bf16",
+                        help="training precisions, timed one right after the other (default: fp32,bf16)")
+    parser.add_argument("--decode-precisions", default="fp32,bf16,int8",
+                        help="decoding precisions: fp32, bf16 (autocast), int8 (quantize=int8)")
     parser.add_argument("overrides", nargs="*", help="seq2seq-train overrides (default experiment=joeynmt_reference)")
     args = parser.parse_args()
     overrides = args.overrides or ["experiment=joeynmt_reference"]
     cfg = compose([*overrides, f"threads={args.threads}"])
     steps, warmup, sentences = (3, 1, 40) if args.quick else (args.steps, args.warmup, args.sentences)
-    result = {"overrides": overrides, "threads": args.threads, "gemm_peak_gflops": gemm_peak(args.threads)}
-    result |= run_phase(_train_phase, cfg, warmup, steps)
+    precisions = args.precisions.split(",")
+    if unknown := set(precisions) - set(DTYPES):
+        parser.error(f"--precisions: unknown {', '.join(sorted(unknown))}; choose from {', '.join(DTYPES)}")
+    result = {"overrides": overrides, "threads": args.threads,
+              "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+    result |= gemm_table(cfg, cfg.data.vocab_size, args.threads)
+    for p in precisions:
+        result |= run_phase(_train_phase, replace(cfg, train=replace(cfg.train, precision=p)), warmup, steps)
+        # MFU: the model's FLOPs per second against this precision's square-matmul peak
+        result[f"train_{p}_mfu"] = result[f"train_{p}_gflops_per_s"] / result[f"gemm_peak_gflops_{p}"]
+    if {"fp32", "bf16"} <= set(precisions):
+        result["train_bf16_speedup"] = result["train_bf16_tgt_tokens_per_s"] / result["train_fp32_tgt_tokens_per_s"]
     for beam in () if args.train_only else (1, 5):
-        result |= run_phase(_decode_phase, cfg, args.checkpoint, sentences, beam)
-    result["train_fraction_of_gemm_peak"] = result["train_gflops_per_s"] / result["gemm_peak_gflops"]
+        for p in args.decode_precisions.split(","):
+            result |= run_phase(_decode_phase, cfg, args.checkpoint, sentences, beam, p)
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value:,.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")

@@ -15,7 +15,7 @@ from seq2seq.errors import ConfigError
 from seq2seq.registry import ATTENTIONS, TRANSFORMER_ATTENTION, check_part, output_size, size_problem, variant
 
 CELLS = ("gru", "lstm")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: seq2seq/device.py, resolve_precision
 QUANTIZE = ("int8",)  # decoding-time weight formats besides fp32 (seq2seq/inference/quantize.py)
 SRC_LEN_POLICIES = ("truncate", "error")  # what decoding does with a source over max_src_len
 SCHEDULES = ("cosine", "plateau", "noam")

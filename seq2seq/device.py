@@ -1,4 +1,5 @@
-"""Where a model runs: the one device resolver, for training (one process or torchrun's several) and decoding."""
+"""Where a model runs: the one device resolver, for training (one process or torchrun's several) and decoding,
+and the one precision resolver (``train.precision``)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,33 @@ def resolve_device(name: str) -> torch.device:
                           f"{torch.cuda.device_count()} GPU(s); start at most that many processes per "
                           "machine (torchrun --nproc_per_node) or use device=cpu")
     return torch.device("cuda", local_rank())
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN, which runs torch's CPU
+    matmuls, reports it. Without it bf16 is emulated, and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
+    """What ``train.precision=name`` trains in on ``device``: (fp32 | bf16 | fp16, the reason, for the log).
+
+    ``auto`` is bf16 on a CPU that computes it natively, where it trained the default model about twice as
+    fast as float32 (docs/results.md, "bfloat16"), and float32 elsewhere: emulated bf16 is slower than float32,
+    and on GPUs it was not measured."""
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (float16 training uses a gradient scaler "
+                          f"there) but the device is {device}; on the CPU use train.precision=bf16 or fp32")
+    if name != "auto":
+        return name, f"train.precision={name}"
+    if device.type != "cpu":
+        return "fp32", (f"train.precision=auto on {device}: float32 (bf16 was measured on CPUs only; "
+                        "train.precision=bf16 tries it)")
+    if native_bf16():
+        return "bf16", ("train.precision=auto: this CPU computes bfloat16 natively (oneDNN reports AVX512-BF16 "
+                        "or AMX); train.precision=fp32 for float32")
+    return "fp32", ("train.precision=auto: this CPU has no native bfloat16, so it would be emulated and slower "
+                    "than float32")

@@ -25,7 +25,7 @@ def test_accumulating_two_batches_equals_one_step_on_their_concatenation(tmp_pat
 
 
 def test_bf16_autocast_trains_on_the_cpu(tmp_path: Path) -> None:
-    bf16, fp32 = toy_trainer(tmp_path, "train.precision=bf16"), toy_trainer(tmp_path)
+    bf16, fp32 = toy_trainer(tmp_path, "train.precision=bf16"), toy_trainer(tmp_path, "train.precision=fp32")
     for positions in step_batches(bf16, 3):
         loss = train_step(bf16, bf16.plan.batch(positions))
         reference = train_step(fp32, fp32.plan.batch(positions))
@@ -34,8 +34,34 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path: Path) -> None:
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # autocast: fp32 master weights
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_is_bf16_where_the_cpu_has_it_natively_and_says_so(
+        tmp_path: Path, native: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from seq2seq import device
+
+    monkeypatch.setattr(device, "native_bf16", lambda: native)
+    with caplog.at_level("INFO", logger="seq2seq.training.step"):
+        trainer = toy_trainer(tmp_path, "device=cpu", "train.precision=auto")
+    chosen = "bf16" if native else "fp32"
+    assert trainer.parts.precision == chosen
+    assert f"precision: {chosen} (train.precision=auto: this CPU" in caplog.text
+    assert device.resolve_precision("auto", torch.device("cuda"))[0] == "fp32"  # not measured on GPUs
+    assert device.resolve_precision("fp32", torch.device("cpu")) == ("fp32", "train.precision=fp32")  # the override
+
+
+def test_bf16_autocast_is_what_the_step_runs_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolved precision reaches the forward pass: the logits come out of autocast in bfloat16."""
+    trainer = toy_trainer(tmp_path, "device=cpu", "train.precision=bf16")
+    dtypes = []
+    model_forward = trainer.parts.net.forward
+    monkeypatch.setattr(trainer.parts.net, "forward",
+                        lambda *a, **k: dtypes.append((out := model_forward(*a, **k))[0].dtype) or out)
+    train_step(trainer, trainer.plan.batch(step_batches(trainer, 1)[0]))
+    assert dtypes == [torch.bfloat16]
+
+
 def test_precision_is_checked(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown train.precision 'fp8'; choose one of bf16, fp16, fp32"):
+    with pytest.raises(ConfigError, match="unknown train.precision 'fp8'; choose one of auto, bf16, fp16, fp32"):
         toy_config(tmp_path, "train.precision=fp8")
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU.*use train.precision=bf16"):
         toy_trainer(tmp_path, "device=cpu", "train.precision=fp16")

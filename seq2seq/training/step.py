@@ -22,7 +22,7 @@ import torch
 
 from seq2seq.config import Config
 from seq2seq.data.corpus import Batch
-from seq2seq.errors import ConfigError
+from seq2seq.device import resolve_precision
 from seq2seq.nn.loss import coverage_loss, token_loss
 from seq2seq.nn.model import Seq2Seq
 from seq2seq.training import distributed
@@ -40,6 +40,7 @@ class Parts:
     optimizer: torch.optim.Adam
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     scaler: torch.amp.GradScaler | None  # fp16 only
+    precision: str  # what the forward pass runs in: fp32 | bf16 | fp16 (train.precision resolved)
 
     @property
     def lr(self) -> float:
@@ -52,9 +53,8 @@ class Parts:
 
 def build(cfg: Config, src_vocab: int, tgt_vocab: int, device: torch.device) -> Parts:
     """The model on ``device`` (the same initial weights on every rank), its optimizer and schedule."""
-    if cfg.train.precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (float16 training uses a gradient scaler "
-                          f"there) but the device is {device}; on the CPU use train.precision=bf16 or fp32")
+    precision, why = resolve_precision(cfg.train.precision, device)
+    log.info("precision: %s (%s)", precision, why)
     seed_everything(cfg.seed)
     model = Seq2Seq(cfg.model, src_vocab, tgt_vocab).to(device)
     net: torch.nn.Module = model
@@ -66,8 +66,8 @@ def build(cfg: Config, src_vocab: int, tgt_vocab: int, device: torch.device) -> 
                                  weight_decay=o.weight_decay, fused=True)  # one kernel per step: 3x faster
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=o.lr_decay, patience=o.lr_patience, min_lr=o.min_lr)
-    scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
-    return Parts(model, net, optimizer, scheduler, scaler)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return Parts(model, net, optimizer, scheduler, scaler, precision)
 
 
 @dataclass
@@ -117,7 +117,7 @@ class OptimizerStep:
     def _loss(self, batch: Batch) -> torch.Tensor:
         """Summed cross-entropy of one micro-batch, the forward pass under autocast for bf16 / fp16."""
         batch = Batch(*(t.to(self.device, non_blocking=True) for t in batch))
-        precision = self.cfg.train.precision
+        precision = self.parts.precision
         with contextlib.nullcontext() if precision == "fp32" else torch.autocast(
                 self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
             lam = self.cfg.optim.coverage_loss  # See et al. (2017), eq. (13): loss + lambda * coverage loss
