@@ -27,10 +27,7 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from torch.profiler import ProfilerActivity, profile
-
 from seq2seq import cpu
-from seq2seq.cli.schemas import compose
 
 KINDS = {  # first match wins, on the operator's name
     "matrix products": ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "scaled_dot_product", "mkldnn_rnn",
@@ -56,13 +53,16 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="operators listed by own time")
     parser.add_argument("overrides", nargs="*", help="seq2seq-train overrides (default: the default model)")
     args = parser.parse_args()
-    cfg = compose([*args.overrides, f"threads={args.threads}"])
+    cpu.openmp_defaults()  # before torch is imported: OpenMP reads its settings once (seq2seq/cpu.py)
     cpu.setup(args.threads)
+    from torch.profiler import ProfilerActivity, profile
 
+    from seq2seq.cli.schemas import compose
     from seq2seq.data.corpus import load_corpus
     from seq2seq.training.plan import BatchPlan
     from seq2seq.training.trainer import Trainer
 
+    cfg = compose([*args.overrides, f"threads={args.threads}"])
     corpus = load_corpus(cfg.data)
     # the steps run on the corpus' own segmentation, so the trainer needs no sampler (and its minute of set-up)
     trainer = Trainer(replace(cfg, data=replace(cfg.data, sampling_alpha=None)), corpus, run_dir=Path("/tmp"))
