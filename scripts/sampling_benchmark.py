@@ -46,7 +46,7 @@ def main() -> None:
                         for model, lines in ((tok.src_model, src), (tok.target_model, tgt))]
             return samplers, time.perf_counter() - start
 
-        _, cold = prepare()  # timed without tracemalloc, which slows building the lattices several times over
+        cold = prepare()[1]  # timed without tracemalloc, which slows building the lattices several times over
         ours, cached = prepare()
         size = sum(f.stat().st_size for f in Path(cache).iterdir()) / 2**20
         del ours

@@ -188,6 +188,8 @@ CORRUPTIONS = {
     "wrong dtype": altered("cumulative", lambda a: a.astype(np.float32)),
     "two-dimensional": altered("ids", lambda a: a.reshape(1, -1)),
     "a line missing": altered("bounds", lambda a: a[:-1]),
+    "an empty line too many": altered("bounds", lambda a: np.append(a, a[-1])),
+    "a weight too many": altered("cumulative", lambda a: np.append(a, a[-1])),
     "ids beyond the vocabulary": altered("ids", lambda a: a + 1000),
     "weights shuffled": altered("cumulative", shuffled),
     "a weight not a number": altered("cumulative", lambda a: np.where(np.arange(len(a)) == len(a) // 2, np.nan, a)),

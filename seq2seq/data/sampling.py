@@ -182,11 +182,11 @@ def _check(arrays: dict[str, np.ndarray], lines: int, vocab_size: int, lattice: 
             raise CacheError("some position has no piece ending there")
         if np.any(arrays["starts"] >= np.repeat(position, per_row)):
             raise CacheError("a piece starts at or after its end")
-        row = np.repeat(np.arange(rows), per_row)
-        fresh = np.ones(len(cumulative), dtype=bool)  # where a row's cumulation starts again
-        fresh[1:] = row[1:] != row[:-1]
-        if np.any(np.abs(cumulative[np.append(fresh[1:], True)[:len(cumulative)]] - 1.0) > 1e-6):
+        filled = per_row > 0
+        if np.any(np.abs(cumulative[offsets[1:][filled] - 1] - 1.0) > 1e-6):  # each row's last, its total
             raise CacheError("its choice probabilities at some position do not sum to 1")
+        fresh = np.zeros(len(cumulative), dtype=bool)  # where a row's cumulation starts again
+        fresh[offsets[:-1][filled]] = True
     else:  # one weight per segmentation, cumulated within a line
         if offsets[-1] != len(ids) or len(cumulative) != rows:
             raise CacheError("its row offsets do not match its segmentations")
@@ -250,7 +250,11 @@ class Sampler:
             return None
         log.info("subword sampling: reusing the prepared %s from %s", "lattices" if lattice else "n-best lists",
                  path)
-        return {name: array(code, loaded[name].tobytes()) for name, code in schema.items()}
+        arrays = {}
+        for name, code in schema.items():  # one copy at a time: the memory needed is the arrays and their largest
+            arrays[name] = array(code)
+            arrays[name].frombytes(memoryview(loaded.pop(name)).cast("B"))
+        return arrays
 
     @staticmethod
     def _save(path: Path, key: str, arrays: dict[str, array], schema: dict[str, str]) -> None:
