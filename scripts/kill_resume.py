@@ -5,6 +5,12 @@ The recipe is the default one (subword sampling on) on a subset of Multi30k with
 kills land at a random moment, half while a checkpoint is being written (the moment its temporary file
 appears). After each kill the last logged step and the step in last.pt give the work lost.
 
+A random moment is drawn between the process's start and its startup (the uninterrupted run's time to its first
+step) plus twice its share of the training, 2 / N of the uninterrupted run's training time: so N kills fit into
+the run (a kill during a write leaves last.pt where it was, so only the random ones move the run on), and a kill
+can land in the startup as well as in a step, a validation or a save. The run may still finish before the N-th
+kill; then it reports how many it took.
+
     python scripts/kill_resume.py --kills 20                  # the figure in docs/reliability.md
     python scripts/kill_resume.py --kills 3 --lines 600       # about two minutes (tests/test_kill_resume.py)
 
@@ -66,13 +72,31 @@ def logged_step(run: Path) -> int:
     return max(steps, default=0)
 
 
-def kill_once(cmd: list[str], run: Path, rng: random.Random, during_write: bool, span: float) -> tuple[str, int]:
-    """Start ``cmd``, SIGKILL it (at a random moment, or when a checkpoint write starts); returns the moment's
-    kind and the steps lost (those logged minus those in last.pt)."""
+def reference(cmd: list[str], run: Path) -> tuple[float, float]:
+    """Run ``cmd`` uninterrupted; returns its wall time to the first logged step (the startup) and in all."""
+    run.mkdir(parents=True, exist_ok=True)
+    start, first = time.monotonic(), None
+    with open(run.parent / "ref.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        while proc.poll() is None:
+            if first is None and logged_step(run) > 0:
+                first = time.monotonic() - start
+            time.sleep(0.05)
+    if proc.returncode != 0:
+        sys.exit(f"error: the uninterrupted run failed:\n{(run.parent / 'ref.stderr').read_text()[-2000:]}")
+    span = time.monotonic() - start
+    return (first if first is not None else span), span
+
+
+def kill_once(cmd: list[str], run: Path, rng: random.Random, during_write: bool, window: float,
+              span: float) -> tuple[str, int]:
+    """Start ``cmd``, SIGKILL it (at a random moment within ``window`` seconds of its start, or when a checkpoint
+    write starts); returns the moment's kind and the steps lost (those logged minus those in last.pt)."""
     stale = set(run.glob(".*.pt.*.tmp"))  # left by the last kill; the new process removes them
+    moment = rng.uniform(0, window)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + (span * 3 if during_write else rng.uniform(0.15, 0.6) * span)
-    kind = "random"
+    deadline = time.monotonic() + (span * 3 if during_write else moment)
+    kind = f"no write within {span * 3:.0f} s" if during_write else f"random ({moment:.1f} s after the start)"
     while proc.poll() is None and time.monotonic() < deadline:
         if during_write and set(run.glob(".*.pt.*.tmp")) - stale:
             kind = "during a write"
@@ -97,15 +121,16 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     subset(args.work / "data", args.lines, args.data)
-    start = time.monotonic()
-    subprocess.run(command(args.work, "ref", args), check=True, capture_output=True)
-    span = time.monotonic() - start  # an uninterrupted run's wall time
+    startup, span = reference(command(args.work, "ref", args), args.work / "ref")
+    window = startup + 2 * (span - startup) / max(1, args.kills)
+    print(f"uninterrupted run: {span:.1f} s, its first step after {startup:.1f} s; random kills within {window:.1f} s "
+          "of a start", flush=True)
     rng, run, worst, results = random.Random(args.seed), args.work / "killed", 0, []
     for k in range(args.kills):
         if finished(run):
             break
         resume = ["resume=true"] if (run / "last.pt").exists() else []
-        kind, lost = kill_once(command(args.work, "killed", args) + resume, run, rng, k % 2 == 1, span)
+        kind, lost = kill_once(command(args.work, "killed", args) + resume, run, rng, k % 2 == 1, window, span)
         worst = max(worst, lost)
         results.append(kind)
         print(f"kill {k + 1}: {kind}, at step {logged_step(run)}, last.pt at step {saved_step(run)}, lost {lost}",
@@ -119,7 +144,8 @@ def main() -> None:
                                                               for k, v in ref["model"].items())
     same_log = (args.work / "ref" / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
     kills = sum(kind != "finished first" for kind in results)
-    print(f"{kills} kills ({results.count('during a write')} during a checkpoint write), most steps lost at one "
+    early = f"; the run finished before kill {kills + 1}" if kills < args.kills else ""
+    print(f"{kills} kills ({results.count('during a write')} during a checkpoint write{early}), most steps lost at one "
           f"kill: {worst} (train.save_every_steps={args.save_every}); weights bitwise equal to the uninterrupted "
           f"run: {same}; metrics.jsonl equal: {same_log}")
     if not (same and same_log and worst <= args.save_every):
