@@ -263,6 +263,7 @@ class Sampler:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f: np.savez(f, key=np.array(key), **plain))
+            log.info("subword sampling: prepared, and cached in %s for the next start", path)
         except OSError as err:
             log.warning("cannot cache the subword sampler's preparation in %s (%s); the next start prepares it "
                         "again", path, err)
