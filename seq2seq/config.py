@@ -51,7 +51,7 @@ class DataConfig:
     vocab_size: int = 8000
     joint_vocab: bool = True
     spm_type: str = "unigram"
-    cache_dir: str = ".cache/seq2seq"  # trained SentencePiece models, keyed by data and settings
+    cache_dir: str = ".cache/seq2seq"  # SentencePiece models, subword sampling's lattices: keyed by data, settings
     # Subword regularization (Kudo 2018): every epoch re-segments the training pairs by sampling. For unigram
     # alpha smooths the sampling distribution (smaller = more varied); for bpe it is the merge-dropout rate
     # (Provilkov et al. 2020). nbest -1 samples from all segmentations. null = the one best segmentation.

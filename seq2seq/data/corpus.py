@@ -174,8 +174,8 @@ class Corpus(NamedTuple):
                  "BPE-dropout" if bpe else "all segmentations" if cfg.sampling_nbest == -1
                  else f"the {cfg.sampling_nbest} best segmentations")
         tok, (src_lines, tgt_lines) = self.tokenizer, self.train_lines
-        src = Sampler(tok.src_model, src_lines, cfg.sampling_alpha, cfg.sampling_nbest, bpe)
-        tgt = Sampler(tok.target_model, tgt_lines, cfg.sampling_alpha, cfg.sampling_nbest, bpe)
+        src = Sampler(tok.src_model, src_lines, cfg.sampling_alpha, cfg.sampling_nbest, bpe, cfg.cache_dir)
+        tgt = Sampler(tok.target_model, tgt_lines, cfg.sampling_alpha, cfg.sampling_nbest, bpe, cfg.cache_dir)
 
         def resegment(seed: int) -> list[Example]:
             return filter_pairs(src.sample(2 * seed), tgt.sample(2 * seed + 1), cfg.max_len,
