@@ -407,12 +407,14 @@ def test_translate_and_evaluate_draw_every_layer_and_head(runs: dict[str, Path],
                         "per_head=true", "self_attention=true", "show_attention=true")
     assert out.returncode == 0, out.stderr.decode()
     heads = ("", ".head1", ".head2", ".head3", ".head4")
-    expected = ["00001.png", *(f"00001.{stack}layer{i}{h}.png" for stack in ("", "self.") for i in (1, 2) for h in heads)]
+    expected = ["00001.png", *(f"00001.{stack}layer{i}{h}.png" for stack in ("", "self.") for i in (1, 2)
+                               for h in heads)]
     assert sorted(p.name for p in plots.iterdir()) == sorted(expected)
     assert b"\nlayer 2 head 4:\n" in out.stderr and b"\nself-attention layer 1:\n" in out.stderr
     env = {**os.environ, "PYTHONUTF8": "1"}
     evaluate = [sys.executable, "-c", "from seq2seq.cli.main import evaluate; evaluate()", "threads=2",
-                f"checkpoint={runs['transformer'] / 'best.pt'}", "split=test", "decode=greedy", f"out={tmp_path / 'hyp'}",
+                f"checkpoint={runs['transformer'] / 'best.pt'}", "split=test", "decode=greedy",
+                f"out={tmp_path / 'hyp'}",
                 f"attention_plots={tmp_path / 'evaluate'}", "attention_plots_n=2", "attention_layer=1",
                 "self_attention=true"]
     done = subprocess.run(evaluate, capture_output=True, text=True, timeout=300, env=env)
