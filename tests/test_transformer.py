@@ -15,6 +15,7 @@ from conftest import run_translate, toy_config
 from torch.ao.nn.quantized import dynamic
 
 from seq2seq.checkpoint import kept_checkpoints, save_checkpoint
+from seq2seq.cli.schemas import TranslateConfig
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.data.corpus import load_corpus
 from seq2seq.errors import ConfigError
@@ -388,8 +389,11 @@ def test_layers_a_model_lacks_are_config_errors(runs: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match="attention_layer=3: the Transformer decoder's cross-attention has 2 "
                                           "layers; choose a number from 1 to 2, last"):
         transformer.attention_layers(3)
-    with pytest.raises(ConfigError, match="attention_layer=first: choose last .*, all, or a layer number"):
-        transformer.attention_layers("first")
+    for bad in ("first", "0", "-1"):
+        with pytest.raises(ConfigError, match=f"attention_layer={bad}: choose last .*, all, or a layer number"):
+            transformer.attention_layers(bad)
+    with pytest.raises(ConfigError, match="attention_layer=top: choose last"):  # checked with the command line
+        TranslateConfig(checkpoint="x.pt", attention_layer="top")
     hybrid = Translator.from_checkpoint(runs["hybrid"] / "best.pt", device="cpu")
     assert hybrid.attention_layers("all", True) == ([1], [1, 2])
     with pytest.raises(ConfigError, match="attention_layer=2: the RNN decoder's attention has 1 layer; choose 1,"):
@@ -421,9 +425,13 @@ def test_translate_and_evaluate_draw_every_layer_and_head(runs: dict[str, Path],
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "evaluate").iterdir()) == sorted(
         f"0000{n}{suffix}.png" for n in (1, 2) for suffix in ("", ".layer1", ".self.layer1"))
-    evaluate[4] = f"checkpoint={runs['coverage'] / 'best.pt'}"  # an RNN encoder
+    evaluate[4] = f"checkpoint={runs['coverage'] / 'best.pt'}"  # an RNN encoder: refused before translating
+    evaluate[7] = f"out={tmp_path / 'rnn.hyp'}"
     done = subprocess.run(evaluate, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 2 and "error: self_attention=true shows a Transformer encoder's" in done.stderr
+    assert not (tmp_path / "rnn.hyp").exists()
+    out = run_translate(runs["coverage"] / "best.pt", b"a b c\n", "self_attention=true")  # refused before any line
+    assert (out.returncode, out.stdout) == (2, b"") and b"error: self_attention=true shows" in out.stderr
 
 
 def compose_model(name: str) -> ModelConfig:

@@ -36,10 +36,10 @@ def attention_maps(translator: Any, result: Any, cfg: Any) -> list[Heatmap]:
     self-attention. Nothing is computed when none is asked for."""
     numbered = layer_choice(cfg.attention_layer) != "last"  # else the top layer, as the default map
     layout = translator.model.attention_layout
-    heads = cfg.per_head and layout.cross_heads > 1
-    if cfg.per_head and layout.cross_layers and not heads:
+    several = cfg.per_head and layout.cross_heads > 1
+    if cfg.per_head and layout.cross_layers and not several:
         log.info("per_head=true: %s attention has one head, shown as it is", translator.config.model.attention)
-    if not result.attention or not (numbered or heads or cfg.self_attention):
+    if not result.attention or not (numbered or several or cfg.self_attention):
         return []
     layers = translator.layer_attention(result, 0, cfg.attention_layer, cfg.self_attention)
     maps: list[Heatmap] = []

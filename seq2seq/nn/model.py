@@ -142,7 +142,11 @@ class Seq2Seq(nn.Module):
         decoder's cross-attention of layers ``cross``, (B, N, T, S) each, and the encoder's self-attention of
         layers ``encoder``, (B, N, S, S) each: softmax(Q K^T / sqrt(d)) of each head (Vaswani et al. 2017, eq. 1,
         sec. 3.2.2). An RNN decoder's attention is its layer 0 (:meth:`head_weights`)."""
-        self_weights = self.encoder.run(src, encoder)[2] if encoder else []
+        self_weights: list[Tensor] = []
+        if encoder:
+            if not isinstance(self.encoder, TransformerEncoder):
+                raise ValueError("an RNN encoder has no self-attention")
+            self_weights = self.encoder.run(src, encoder)[2]
         if not cross:
             return [], self_weights
         if isinstance(self.decoder, TransformerDecoder):
