@@ -172,3 +172,21 @@ def test_the_page_chooses_a_layer_and_a_head(browser: webdriver.Chrome, transfor
         assert drawn(panel)[1] == answer["self_attention"][1][2]
     finally:
         server.stop()
+
+
+def test_the_page_shows_the_mean_map_when_every_layer_would_pass_the_limit(browser: webdriver.Chrome,
+                                                                            transformer_run: Path) -> None:
+    server = Server(transformer_run / "best.pt", "max_attention_cells=1500")  # the mean maps fit, all layers not
+    try:
+        browser.get(f"http://127.0.0.1:{server.port}/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: "main:" in d.find_element(By.ID, "model-info").text)
+        browser.find_element(By.ID, "source").send_keys("a b c d e", Keys.ENTER)
+        panel = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".panel"))[0]
+        assert "max_attention_cells: the mean map only" in browser.find_element(By.ID, "status").text
+        controls = [panel.find_element(By.CSS_SELECTOR, f".view .{name}") for name in ("kind", "layer", "head")]
+        assert [Select(c).first_selected_option.text for c in controls[1:]] == ["top", "mean of the heads"]
+        assert not any(c.is_enabled() for c in controls)
+        assert len(drawn(panel)[1]) >= 2
+    finally:
+        server.stop()
