@@ -23,6 +23,7 @@ NORMS = ("pre", "post")  # where a Transformer layer normalises: before each sub
 INIT_RESETS = ("optimizer", "none")
 RESUME_OFF = ("none", "null", "false", "no", "0", "")  # resume= values that start a new run
 RESUME_ON = ("true", "yes", "1")  # resume= values that mean the run directory's own last.pt
+LAYER_CHOICES = ("last", "all")  # attention_layer= besides a layer number (seq2seq-evaluate, -translate)
 
 
 def check_choice(name: str, value: str, options: tuple[str, ...]) -> None:
@@ -33,6 +34,17 @@ def check_choice(name: str, value: str, options: tuple[str, ...]) -> None:
 def check_positive(name: str, value: float | int | None, allow_zero: bool = False) -> None:
     if value is not None and (value < 0 or (value == 0 and not allow_zero)):
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def layer_choice(value: str | int) -> str | int:
+    """``attention_layer=``: "last", "all" or a layer number counted from 1, the lowest layer."""
+    text = str(value).strip().lower()
+    if text in LAYER_CHOICES:
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ConfigError(f"attention_layer={value}: choose last (each stack's top layer, the default), all, or a layer "
+                      "number counted from 1, the lowest")
 
 
 @dataclass

@@ -52,6 +52,20 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+TINY_TRANSFORMER = ("model=transformer", "model.d_model=32", "model.ffn_size=64", "model.enc_layers=2",
+                    "model.dec_layers=2")
+
+
+@pytest.fixture(scope="session")
+def transformer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run directory of a tiny Transformer (2 + 2 layers, 4 heads of d_model 32) trained 120 steps on toy reverse
+    (20 s on 2 cores): it writes a few words, and its heads and layers attend differently (the serve and page
+    tests choose among them)."""
+    _, run_dir = train_toy(tmp_path_factory.mktemp("transformer"), *TINY_TRANSFORMER, "train.max_steps=120",
+                           "train.valid_every_steps=120")
+    return run_dir
+
+
 # ---- a trainer for single steps (step, distributed, trainer tests) ---------------------------------------
 
 STEPS = 5

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the serve tests need FastAPI: pip install -e '.[dev]'")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -96,6 +97,62 @@ def test_attention_has_a_row_per_target_piece_and_eos(client: TestClient) -> Non
             assert all(len(row) == len(t["src_pieces"]) and abs(sum(row) - 1) < 2e-3 for row in weights)
     _, plain = post(client, {"text": ["a b c d"]})
     assert set(plain["translations"][0]) == {"text", "hypotheses", "scores"}
+
+
+def test_layers_of_an_rnn_model_are_its_one_attention(client: TestClient) -> None:
+    """Bahdanau's attention: one layer of one head, the map search reported; no encoder self-attention."""
+    _, body = post(client, {"text": ["a b c d", ""], "nbest": 2, "layers": True})
+    t = body["translations"][0]
+    assert len(t["cross_attention"]) == len(t["attention"]) == len(t["hypotheses"]) == 2  # layers implies attention
+    for layers, weights in zip(t["cross_attention"], t["attention"], strict=True):
+        assert len(layers) == 1 and len(layers[0]) == 1
+        assert_close(layers[0][0], weights, 2e-4)
+    assert "self_attention" not in t
+    assert body["translations"][1]["cross_attention"] == []  # an empty source has no hypothesis
+
+
+@pytest.fixture(scope="module")
+def transformer(transformer_run: Path) -> Model:
+    return load("main", str(transformer_run / "best.pt"), serve_config(transformer_run))
+
+
+def assert_close(a: list[list[float]], b: list[list[float]], atol: float) -> None:
+    torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=0, atol=atol)
+
+
+def mean(maps: list[list[list[float]]]) -> list[list[float]]:
+    """The heads' average of one layer's maps."""
+    return [[sum(column) / len(maps) for column in zip(*rows, strict=True)] for rows in zip(*maps, strict=True)]
+
+
+def test_layers_of_a_transformer_are_every_layer_and_head(transformer_run: Path, transformer: Model) -> None:
+    with TestClient(create_app([transformer], serve_config(transformer_run))) as client:
+        status, body = post(client, {"text": ["a b c d e"], "nbest": 2, "attention": True, "layers": True})
+    assert status == 200
+    t = body["translations"][0]
+    s = len(t["src_pieces"])
+    for layers, weights in zip(t["cross_attention"], t["attention"], strict=True):
+        assert [len(heads) for heads in layers] == [4, 4]  # 2 decoder layers of 4 heads
+        assert all(len(m) == len(weights) and all(len(row) == s and abs(sum(row) - 1) < 2e-3 for row in m)
+                   for heads in layers for m in heads)
+        assert_close(mean(layers[-1]), weights, 1e-3)  # the default map: the top layer's mean
+        assert layers[-1][0] != layers[-1][1] and layers[0] != layers[1]
+    assert [len(heads) for heads in t["self_attention"]] == [4, 4]  # 2 encoder layers of 4 heads, S x S each
+    assert all(len(m) == s and all(len(row) == s and abs(sum(row) - 1) < 2e-3 for row in m)
+               for heads in t["self_attention"] for m in heads)
+
+
+def test_layers_over_max_attention_cells_are_refused_before_the_work(transformer_run: Path, transformer: Model,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    computed = []
+    real = transformer.translator.layer_attention
+    monkeypatch.setattr(transformer.translator, "layer_attention", lambda *a, **k: computed.append(a) or real(*a, **k))
+    with TestClient(create_app([transformer], serve_config(transformer_run, max_attention_cells=500))) as client:
+        assert post(client, {"text": ["a b c d e"], "attention": True})[0] == 200  # the mean maps alone fit
+        status, body = post(client, {"text": ["a b c d e"], "layers": True})
+        assert status == 422 and computed == []
+        assert "max_attention_cells=500; send fewer sentences, a smaller nbest, layers: false, or attention: false" \
+            in body["error"]
 
 
 def test_health_and_info(client: TestClient, toy_run: Path, model: Model) -> None:

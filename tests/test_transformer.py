@@ -15,6 +15,7 @@ from conftest import run_translate, toy_config
 from torch.ao.nn.quantized import dynamic
 
 from seq2seq.checkpoint import kept_checkpoints, save_checkpoint
+from seq2seq.cli.schemas import TranslateConfig
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.data.corpus import load_corpus
 from seq2seq.errors import ConfigError
@@ -201,6 +202,35 @@ def test_head_weights_are_the_last_layers_heads_and_average_to_the_weights() -> 
     assert not torch.allclose(heads[..., 0, :], heads[..., 1, :])
 
 
+@pytest.mark.parametrize("kind", ["transformer-pre", "transformer-post", "hybrid-multihead", "hybrid-bahdanau"])
+def test_every_layer_and_head_is_a_distribution_over_the_real_source(kind: str) -> None:
+    """layer_weights: the decoder's cross-attention (B, N, T, S) and the encoder's self-attention (B, N, S, S) of
+    every layer; each row sums to 1 over the real source positions, none on padding; the top layer's heads'
+    mean is the map forward() reports."""
+    model = make(kind)
+    src, lens, tgt = batch()
+    layout = model.attention_layout
+    transformer = kind.startswith("transformer")
+    heads = 2 if kind != "hybrid-bahdanau" else 1
+    assert layout == (2 if transformer else 1, heads, 2, 2)
+    cross, encoder = model.layer_weights(src, lens, tgt, range(layout.cross_layers), range(layout.self_layers))
+    with torch.no_grad():
+        _, weights = model(src, lens, tgt)
+    real = torch.arange(7) < lens.unsqueeze(1)  # (B, S)
+    for w in cross:
+        assert w.shape == (3, heads, 6, 7)
+        torch.testing.assert_close(w.sum(-1), torch.ones(3, heads, 6))
+        assert torch.all(w.masked_select(~real[:, None, None, :]) == 0)
+    for w in encoder:
+        assert w.shape == (3, 2, 7, 7)
+        torch.testing.assert_close(w.sum(-1), torch.ones(3, 2, 7))
+        assert torch.all(w.masked_select(~real[:, None, None, :]) == 0)
+    torch.testing.assert_close(cross[-1].mean(1), weights)
+    if transformer:
+        assert not torch.allclose(cross[0], cross[1])  # each layer its own
+    assert not torch.allclose(encoder[0], encoder[1]) and not torch.allclose(encoder[0][:, 0], encoder[0][:, 1])
+
+
 def test_transformer_state_select_reorders_every_layer() -> None:
     keys = torch.arange(2 * 3 * 4.0).view(2, 3, 1, 1, 4)
     picked = TransformerState(keys, -keys).select(torch.tensor([2, 0]))
@@ -326,6 +356,82 @@ def test_a_checkpoint_translates_scores_and_shows_its_heads(runs: dict[str, Path
             assert forced < hyp.score  # cut at the limit: the search's sum has no EOS, the forced one does
     heads = translator.head_attention(results[0])  # per_head=true
     assert heads.shape[0] == translator.config.model.attention_heads if name != "coverage" else heads.shape[0] == 1
+
+
+@pytest.mark.parametrize("name", ["transformer", "hybrid"])
+def test_a_checkpoint_shows_every_layer_and_head(runs: dict[str, Path], name: str) -> None:
+    """Translator.layer_attention: per layer and head, rows summing to 1; the top layer's heads' mean is the map
+    search reported (what every command shows by default); self-attention is the encoder's, S x S."""
+    translator = Translator.from_checkpoint(runs[name] / "best.pt", device="cpu")
+    result = translator.translations(["a b c d e"], DecodeConfig(beam_size=5, nbest=5))[0]
+    n = len(result.hypotheses) - 1  # the last of the n-best
+    layers = translator.layer_attention(result, n, "all", self_attention=True)
+    decoder_layers = 2 if name == "transformer" else 1
+    assert sorted(layers.cross) == list(range(1, decoder_layers + 1)) and sorted(layers.self_attention) == [1, 2]
+    rows, s = result.attention[n].shape
+    for heads in layers.cross.values():
+        assert heads.shape == (4, rows, s)
+        torch.testing.assert_close(heads.sum(-1), torch.ones(4, rows))
+    for heads in layers.self_attention.values():
+        assert heads.shape == (4, s, s) and s == len(result.src_pieces)
+        torch.testing.assert_close(heads.sum(-1), torch.ones(4, s))
+    torch.testing.assert_close(layers.cross[decoder_layers].mean(0), result.attention[n], rtol=1e-4, atol=1e-5)
+    top = translator.layer_attention(result, n)  # attention_layer=last
+    assert list(top.cross) == [decoder_layers] and top.self_attention == {}
+    torch.testing.assert_close(top.cross[decoder_layers], layers.cross[decoder_layers])
+    assert translator.attention_cells(result, "all", True) == sum(4 * decoder_layers * a.size(0) * s
+                                                                  for a in result.attention) + 2 * 4 * s * s
+
+
+def test_layers_a_model_lacks_are_config_errors(runs: dict[str, Path]) -> None:
+    transformer = Translator.from_checkpoint(runs["transformer"] / "best.pt", device="cpu")
+    assert transformer.attention_layers("2", True) == ([2], [2])
+    with pytest.raises(ConfigError, match="attention_layer=3: the Transformer decoder's cross-attention has 2 "
+                                          "layers; choose a number from 1 to 2, last"):
+        transformer.attention_layers(3)
+    for bad in ("first", "0", "-1"):
+        with pytest.raises(ConfigError, match=f"attention_layer={bad}: choose last .*, all, or a layer number"):
+            transformer.attention_layers(bad)
+    with pytest.raises(ConfigError, match="attention_layer=top: choose last"):  # checked with the command line
+        TranslateConfig(checkpoint="x.pt", attention_layer="top")
+    hybrid = Translator.from_checkpoint(runs["hybrid"] / "best.pt", device="cpu")
+    assert hybrid.attention_layers("all", True) == ([1], [1, 2])
+    with pytest.raises(ConfigError, match="attention_layer=2: the RNN decoder's attention has 1 layer; choose 1,"):
+        hybrid.attention_layers(2, True)
+    rnn = Translator.from_checkpoint(runs["coverage"] / "best.pt", device="cpu")
+    assert rnn.attention_layers("all") == ([1], [])
+    with pytest.raises(ConfigError, match="self_attention=true .* this checkpoint's encoder is an RNN; leave "
+                                          "self_attention unset"):
+        rnn.attention_layers("last", self_attention=True)
+
+
+def test_translate_and_evaluate_draw_every_layer_and_head(runs: dict[str, Path], tmp_path: Path) -> None:
+    plots = tmp_path / "translate"
+    out = run_translate(runs["transformer"] / "best.pt", b"a b c\n", f"attention_plots={plots}", "attention_layer=all",
+                        "per_head=true", "self_attention=true", "show_attention=true")
+    assert out.returncode == 0, out.stderr.decode()
+    heads = ("", ".head1", ".head2", ".head3", ".head4")
+    expected = ["00001.png", *(f"00001.{stack}layer{i}{h}.png" for stack in ("", "self.") for i in (1, 2)
+                               for h in heads)]
+    assert sorted(p.name for p in plots.iterdir()) == sorted(expected)
+    assert b"\nlayer 2 head 4:\n" in out.stderr and b"\nself-attention layer 1:\n" in out.stderr
+    env = {**os.environ, "PYTHONUTF8": "1"}
+    evaluate = [sys.executable, "-c", "from seq2seq.cli.main import evaluate; evaluate()", "threads=2",
+                f"checkpoint={runs['transformer'] / 'best.pt'}", "split=test", "decode=greedy",
+                f"out={tmp_path / 'hyp'}",
+                f"attention_plots={tmp_path / 'evaluate'}", "attention_plots_n=2", "attention_layer=1",
+                "self_attention=true"]
+    done = subprocess.run(evaluate, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "evaluate").iterdir()) == sorted(
+        f"0000{n}{suffix}.png" for n in (1, 2) for suffix in ("", ".layer1", ".self.layer1"))
+    evaluate[4] = f"checkpoint={runs['coverage'] / 'best.pt'}"  # an RNN encoder: refused before translating
+    evaluate[7] = f"out={tmp_path / 'rnn.hyp'}"
+    done = subprocess.run(evaluate, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and "error: self_attention=true shows a Transformer encoder's" in done.stderr
+    assert not (tmp_path / "rnn.hyp").exists()
+    out = run_translate(runs["coverage"] / "best.pt", b"a b c\n", "self_attention=true")  # refused before any line
+    assert (out.returncode, out.stdout) == (2, b"") and b"error: self_attention=true shows" in out.stderr
 
 
 def compose_model(name: str) -> ModelConfig:

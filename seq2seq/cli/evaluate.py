@@ -34,6 +34,7 @@ def run(cfg: EvaluateConfig) -> None:
         log.info("decode.nbest=%d ignored: seq2seq-evaluate scores the best translation", cfg.decode.nbest)
     decode = dataclasses.replace(cfg.decode, nbest=1)
     translator = Translator.from_config(cfg, decode)
+    translator.attention_layers(cfg.attention_layer, cfg.self_attention)  # layers the model lacks: an error now
     inputs = resolve_inputs(cfg, translator.config.data)
     if inputs.out != "-":
         check_writable(inputs.out, "out=")  # before the work, not after it
@@ -70,7 +71,7 @@ def run(cfg: EvaluateConfig) -> None:
         n = min(cfg.attention_plots_n, len(sources))
         for number, (source, result) in enumerate(zip(sources[:n], results[:n], strict=True), 1):
             prompt.save_plots(cfg.attention_plots, number, source, result,
-                              prompt.attention_maps(translator, result, cfg.per_head))
+                              prompt.attention_maps(translator, result, cfg))
         log.info("attention plots of the first %d sentences in %s", n, cfg.attention_plots)
 
 

@@ -145,6 +145,7 @@ def _translate(dcfg: DictConfig) -> None:
     if cfg.attention_plots:
         check_plot_dir(cfg.attention_plots)
     translator = Translator.from_config(cfg, cfg.decode)
+    translator.attention_layers(cfg.attention_layer, cfg.self_attention)  # layers the model lacks: an error now
     prompt.reconfigure_streams()
     if sys.stdin.isatty():
         prompt.interactive(translator, cfg)

@@ -9,39 +9,70 @@ from __future__ import annotations
 import io
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seq2seq.cli.schemas import TranslateConfig
-from seq2seq.registry import variant
+from seq2seq.config import layer_choice
 
 log = logging.getLogger(__name__)
 
 
-def attention_maps(translator: Any, result: Any, per_head: bool) -> list[tuple[str, Any]]:
-    """("head n", (T+1, S) map) for every head of the best translation when ``per_head`` is set and the model
-    has several heads; else nothing (the heads' average is shown anyway)."""
-    name = translator.config.model.attention
-    if not per_head or not result.attention or variant(name).score_class is None:
-        return []
-    if not variant(name).heads:
-        log.info("per_head=true: %s attention has one head, shown as it is", name)
-        return []
-    heads = translator.head_attention(result)  # (N, T+1, S)
-    return [(f"head {n + 1}", h) for n, h in enumerate(heads)]
+@dataclass
+class Heatmap:
+    """A map of the best translation shown besides the default one (the top layer's heads' average)."""
+
+    label: str  # "head 1", "layer 2", "layer 2 head 1", "self-attention layer 1": its table's heading and title
+    suffix: str  # its file name's part: "head1", "layer2", "layer2.head1", "self.layer1"
+    weights: Any  # (T+1, S) a row per target piece and EOS, or (S, S) for the encoder's self-attention
+    self_attention: bool = False
 
 
-def save_plots(directory: str, number: int, source: str, result: Any, heads: list[tuple[str, Any]]) -> None:
+def attention_maps(translator: Any, result: Any, cfg: Any) -> list[Heatmap]:
+    """The maps of ``result``'s best translation that ``cfg`` asks for besides the default map, from
+    ``translator.layer_attention``: with ``attention_layer`` other than last, the heads' average of each layer it
+    picks; with ``per_head``, every head of those layers; with ``self_attention``, the same of the encoder's
+    self-attention. Nothing is computed when none is asked for."""
+    numbered = layer_choice(cfg.attention_layer) != "last"  # else the top layer, as the default map
+    layout = translator.model.attention_layout
+    several = cfg.per_head and layout.cross_heads > 1
+    if cfg.per_head and layout.cross_layers and not several:
+        log.info("per_head=true: %s attention has one head, shown as it is", translator.config.model.attention)
+    if not result.attention or not (numbered or several or cfg.self_attention):
+        return []
+    layers = translator.layer_attention(result, 0, cfg.attention_layer, cfg.self_attention)
+    maps: list[Heatmap] = []
+    for i, heads in layers.cross.items():  # heads (N, T+1, S)
+        label = f"layer {i}" if numbered else ""
+        maps += _layer_maps(label, label.replace(" ", ""), heads, cfg.per_head, numbered)
+    for i, heads in layers.self_attention.items():  # heads (N, S, S)
+        maps += _layer_maps(f"self-attention layer {i}", f"self.layer{i}", heads, cfg.per_head, True, True)
+    return maps
+
+
+def _layer_maps(label: str, suffix: str, heads: Any, per_head: bool, average: bool,
+                self_attention: bool = False) -> list[Heatmap]:
+    """The heads' average of one layer (``average``) and, with ``per_head``, each of its heads (N > 1)."""
+    maps = [Heatmap(label, suffix, heads.mean(0), self_attention)] if average else []
+    if per_head and heads.size(0) > 1:
+        maps += [Heatmap(f"{label} head {n}".strip(), f"{suffix}.head{n}".lstrip("."), h, self_attention)
+                 for n, h in enumerate(heads, 1)]
+    return maps
+
+
+def save_plots(directory: str, number: int, source: str, result: Any, maps: list[Heatmap]) -> None:
     """``{directory}/{number:05d}.png``: the heatmap of the best translation of line ``number`` (the heads'
-    average), and ``{number:05d}.head{n}.png`` for each of ``heads``."""
+    average of the top layer), and ``{number:05d}.{suffix}.png`` for each of ``maps``."""
     from seq2seq.report.plot import save_heatmap
 
     if result.attention:
         save_heatmap(Path(directory) / f"{number:05d}.png", result.src_pieces, result.tgt_pieces[0],
                      result.attention[0], title=source)
-    for name, attention in heads:
-        save_heatmap(Path(directory) / f"{number:05d}.{name.replace(' ', '')}.png", result.src_pieces,
-                     result.tgt_pieces[0], attention, title=f"{name}: {source}")
+    for m in maps:
+        rows, ylabel = (result.src_pieces, "source") if m.self_attention else (result.tgt_pieces[0], "target")
+        save_heatmap(Path(directory) / f"{number:05d}.{m.suffix}.png", result.src_pieces, rows, m.weights,
+                     title=f"{m.label}: {source}", ylabel=ylabel)
 
 
 def answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> None:
@@ -54,16 +85,17 @@ def answer(translator: Any, cfg: TranslateConfig, line: str, number: int) -> Non
         block = zip(result.scores, result.hypotheses, strict=True)
         sys.stdout.write("".join(f"{s:.4f}\t{h}\n" for s, h in block) + "\n")
     sys.stdout.flush()
-    heads = attention_maps(translator, result, cfg.per_head) if cfg.show_attention or cfg.attention_plots else []
+    maps = attention_maps(translator, result, cfg) if cfg.show_attention or cfg.attention_plots else []
     if cfg.show_attention and result.attention:
         from seq2seq.report.plot import format_attention
 
-        for name, attention in [("", result.attention[0]), *heads]:
-            table = format_attention(result.src_pieces, result.tgt_pieces[0], attention)
-            sys.stderr.write((f"{name}:\n" if name else "") + table + "\n")
+        sys.stderr.write(format_attention(result.src_pieces, result.tgt_pieces[0], result.attention[0]) + "\n")
+        for m in maps:
+            rows = result.src_pieces if m.self_attention else result.tgt_pieces[0]
+            sys.stderr.write(f"{m.label}:\n" + format_attention(result.src_pieces, rows, m.weights) + "\n")
         sys.stderr.flush()
     if cfg.attention_plots:
-        save_plots(cfg.attention_plots, number, line, result, heads)
+        save_plots(cfg.attention_plots, number, line, result, maps)
 
 
 def reconfigure_streams() -> None:

@@ -10,13 +10,31 @@ from dataclasses import dataclass, field
 
 from seq2seq.cli import keyhelp
 from seq2seq.cli.keys import check_keys
-from seq2seq.config import Config, DecodeConfig, TranslatorConfig, check_positive, to_dataclass
+from seq2seq.config import Config, DecodeConfig, TranslatorConfig, check_positive, layer_choice, to_dataclass
 from seq2seq.errors import ConfigError
 from seq2seq.serving.settings import ServeConfig
 
 
 @dataclass
-class EvaluateConfig(TranslatorConfig):
+class AttentionViewConfig(TranslatorConfig):
+    """What the attention tables and heatmaps of seq2seq-evaluate and -translate show besides the default map
+    (the top layer's heads' average): docs/translating.md, "Attention by layer and head"."""
+
+    # a table / heatmap per head besides the heads' average (multihead attention, the Transformer's layers)
+    per_head: bool = False
+    # which layer's attention to show besides the default map: last | all | N (from 1, the lowest); for the
+    # decoder's cross-attention and, with self_attention, the encoder's (an RNN decoder's attention is one layer)
+    attention_layer: str = "last"
+    # also the encoder's self-attention (a Transformer encoder: model=transformer or model.encoder=transformer)
+    self_attention: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        layer_choice(self.attention_layer)
+
+
+@dataclass
+class EvaluateConfig(AttentionViewConfig):
     """The root of ``configs/evaluate.yaml`` (seq2seq-evaluate): translate a split or file pair, score it."""
 
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -28,7 +46,6 @@ class EvaluateConfig(TranslatorConfig):
     lowercase: bool = False  # also report case-insensitive BLEU
     attention_plots: str | None = None  # directory for heatmap PNGs of the first attention_plots_n sentences
     attention_plots_n: int = 10
-    per_head: bool = False  # multihead attention: a heatmap per head besides the heads' average
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,13 +58,12 @@ class EvaluateConfig(TranslatorConfig):
 
 
 @dataclass
-class TranslateConfig(TranslatorConfig):
+class TranslateConfig(AttentionViewConfig):
     """The root of ``configs/translate.yaml`` (seq2seq-translate): interactive or piped translation."""
 
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     show_attention: bool = False  # print each best translation's attention as a text table on stderr
     attention_plots: str | None = None  # directory for one heatmap PNG per input line
-    per_head: bool = False  # multihead attention: a table / heatmap per head besides the heads' average
 
 
 @dataclass

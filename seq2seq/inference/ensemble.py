@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from seq2seq.checkpoint import Identity, check_compatible, load_model
 from seq2seq.config import Config
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.nn.model import Seq2Seq
+from seq2seq.nn.model import AttentionLayout, Seq2Seq
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,16 @@ class Ensemble(nn.Module):
     def head_weights(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor) -> Tensor:
         """The first member's heads: the attention an ensemble reports is its first member's."""
         return self.members[0].head_weights(src, src_lens, tgt_in)
+
+    @property
+    def attention_layout(self) -> AttentionLayout:
+        """The first member's layers and heads (the attention an ensemble reports is its first member's)."""
+        return self.members[0].attention_layout
+
+    def layer_weights(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor, cross: Sequence[int],
+                      encoder: Sequence[int] = ()) -> tuple[list[Tensor], list[Tensor]]:
+        """The first member's attention, layer by layer and head by head."""
+        return self.members[0].layer_weights(src, src_lens, tgt_in, cross, encoder)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

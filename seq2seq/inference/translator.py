@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,17 @@ import torch
 from torch import Tensor
 
 from seq2seq.checkpoint import load_model
-from seq2seq.config import SRC_LEN_POLICIES, Config, DecodeConfig, TranslatorConfig, check_choice
+from seq2seq.config import (
+    SRC_LEN_POLICIES,
+    Config,
+    DecodeConfig,
+    TranslatorConfig,
+    check_choice,
+    layer_choice,
+)
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.device import resolve_device
-from seq2seq.errors import DataError
+from seq2seq.errors import ConfigError, DataError
 from seq2seq.inference.decoding import Hypothesis, detokenize, translate_ids
 from seq2seq.nn.model import Seq2Seq
 from seq2seq.special import BOS
@@ -56,8 +64,19 @@ class Translation:
         return self.hypotheses[0] if self.hypotheses else ""
 
 
+@dataclass
+class LayerAttention:
+    """Every head of the attention layers asked for, for one hypothesis, teacher-forced through the model; layers
+    are numbered from 1, the lowest. The heads' mean of the decoder's top layer is the hypothesis's
+    ``Translation.attention`` (the map search reported)."""
+
+    cross: dict[int, Tensor]  # decoder layer -> (N, T+1, S): each head's cross-attention over the source
+    self_attention: dict[int, Tensor]  # encoder layer -> (N, S, S): each head's self-attention; {} unless asked
+
+
 class Translator:
-    """A trained model with its tokenizer and decode settings."""
+    """A trained model with its tokenizer and decode settings. Its model runs one call at a time (a lock), so
+    that a server's threads may share it."""
 
     def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config,
                  decode: DecodeConfig | None = None, max_src_len: int | None = None,
@@ -69,6 +88,7 @@ class Translator:
         self.decode = decode or DecodeConfig()
         self.max_src_len = max_src_len or config.data.max_len
         self.max_src_len_policy = max_src_len_policy
+        self._lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, decode: DecodeConfig | None = None, device: str = "auto",
@@ -130,22 +150,67 @@ class Translator:
         sentences = list(sentences)
         decode = decode or self.decode
         ids, truncated = self.encode(sentences, first_line)
-        results = translate_ids(self.model, ids, decode, progress)
+        with self._lock:
+            results = translate_ids(self.model, ids, decode, progress)
         return [self._translation(*args) for args in zip(sentences, truncated, ids, results, strict=True)]
 
     def head_attention(self, translation: Translation, n: int = 0) -> Tensor:
         """The attention of every head for hypothesis ``n`` of ``translation``: (N, T+1, S), one (T+1, S) map per
         head (N = 1 unless the model's attention has several heads; ``translation.attention[n]`` is their
         average). The hypothesis is teacher-forced through the model to ask each head."""
+        src, lens, tgt_in = self._forced_inputs(translation, n)
+        with self._lock:
+            self.model.eval()
+            heads = self.model.head_weights(src, lens, tgt_in)[0]  # (T+1, N, S)
+        rows = translation.attention[n].size(0)  # T when the hypothesis was cut at the length limit
+        return heads[:rows].transpose(0, 1).cpu()  # (N, T+1, S)
+
+    def layer_attention(self, translation: Translation, n: int = 0, layer: str | int = "last",
+                        self_attention: bool = False) -> LayerAttention:
+        """Every head of the layers ``layer`` picks (:meth:`attention_layers`) for hypothesis ``n`` of
+        ``translation``: the decoder's cross-attention, and with ``self_attention`` the encoder's
+        self-attention (Vaswani et al. 2017, sec. 3.2.2: each head's softmax(Q K^T / sqrt(d)))."""
+        cross, encoder = self.attention_layers(layer, self_attention)
+        src, lens, tgt_in = self._forced_inputs(translation, n)
+        with self._lock:
+            self.model.eval()
+            weights, self_weights = self.model.layer_weights(src, lens, tgt_in, [i - 1 for i in cross],
+                                                             [i - 1 for i in encoder])
+        rows = translation.attention[n].size(0)  # T when the hypothesis was cut at the length limit
+        return LayerAttention({i: w[0, :, :rows].cpu() for i, w in zip(cross, weights, strict=True)},
+                              {i: w[0].cpu() for i, w in zip(encoder, self_weights, strict=True)})
+
+    def attention_layers(self, layer: str | int = "last", self_attention: bool = False) -> tuple[list[int], list[int]]:
+        """The layers (from 1, the lowest) that ``attention_layer=layer`` picks in the decoder's cross-attention
+        and, with ``self_attention``, in the encoder's self-attention: "last" each stack's top layer, "all" every
+        layer, a number that layer. A layer the model lacks is a ConfigError saying what to choose."""
+        choice = layer_choice(layer)
+        layout = self.model.attention_layout
+        if self_attention and not layout.self_layers:
+            raise ConfigError("self_attention=true shows a Transformer encoder's self-attention, but this "
+                              "checkpoint's encoder is an RNN; leave self_attention unset, or use a checkpoint "
+                              "trained with model=transformer or model.encoder=transformer")
+        decoder = ("the Transformer decoder's cross-attention" if self.config.model.decoder == "transformer"
+                   else "the RNN decoder's attention")
+        return (_layers(choice, layout.cross_layers, decoder),
+                _layers(choice, layout.self_layers, "the encoder's self-attention") if self_attention else [])
+
+    def attention_cells(self, translation: Translation, layer: str | int = "all", self_attention: bool = False) -> int:
+        """How many weights :meth:`layer_attention` returns for all hypotheses of ``translation``, the
+        encoder's self-attention counted once: what a server bounds before doing the work."""
+        cross, encoder = self.attention_layers(layer, self_attention)
+        layout = self.model.attention_layout
+        rows, s = sum(a.size(0) for a in translation.attention), len(translation.src_pieces)
+        return len(cross) * layout.cross_heads * rows * s + len(encoder) * layout.self_heads * s * s
+
+    def _forced_inputs(self, translation: Translation, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Hypothesis ``n`` of ``translation`` as a batch of one to teacher-force: src (1, S), its length (1,),
+        the target input (1, T+1) that starts with BOS."""
         src = self.encode([translation.source], 1)[0][0]
         tgt = self.tokenizer.tgt_ids(translation.tgt_pieces[n])
         device = next(self.model.parameters()).device
-        src_t = torch.tensor([src], device=device)
-        tgt_in = torch.tensor([[BOS, *tgt]], device=device)
-        self.model.eval()
-        heads = self.model.head_weights(src_t, torch.tensor([len(src)]), tgt_in)[0]  # (T+1, N, S)
-        rows = translation.attention[n].size(0)  # T when the hypothesis was cut at the length limit
-        return heads[:rows].transpose(0, 1).cpu()  # (N, T+1, S)
+        return (torch.tensor([src], device=device), torch.tensor([len(src)]),
+                torch.tensor([[BOS, *tgt]], device=device))
 
     def encode(self, sentences: Sequence[str], first_line: int = 1) -> tuple[list[list[int]], list[bool]]:
         """Source ids as translation sees them: each sentence's subwords cut to max_src_len (or an error, by
@@ -177,3 +242,19 @@ class Translator:
             out.tgt_pieces.append(self.tokenizer.tgt_pieces(hyp.tokens))
             out.attention.append(hyp.attention)
         return out
+
+
+def _layers(choice: str | int, count: int, stack: str) -> list[int]:
+    """The layers ``choice`` picks (from 1) in a stack of ``count`` layers called ``stack`` in messages."""
+    if not count:
+        return []
+    if choice == "all":
+        return list(range(1, count + 1))
+    if choice == "last":
+        return [count]
+    assert isinstance(choice, int)
+    if choice > count:
+        numbers = "1" if count == 1 else f"a number from 1 to {count}"
+        raise ConfigError(f"attention_layer={choice}: {stack} has {count} layer{'s' if count > 1 else ''}; choose "
+                          f"{numbers}, last (the top layer) or all")
+    return [choice]

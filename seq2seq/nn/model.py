@@ -8,6 +8,9 @@ Shapes: B batch, S source length, T target length, V target vocabulary, N heads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
@@ -16,8 +19,19 @@ from seq2seq.errors import ConfigError
 from seq2seq.nn.decoder import Decoder, DecoderState, build_decoder
 from seq2seq.nn.encoder import Encoder, EncoderOutput
 from seq2seq.nn.transformer import TransformerDecoder, TransformerEncoder, TransformerState
+from seq2seq.registry import ATTENTIONS
 
 State = DecoderState | TransformerState  # the decoder state: one object with select(indices)
+
+
+class AttentionLayout(NamedTuple):
+    """The layers and heads of attention a model has to show: the decoder's cross-attention over the source
+    and the encoder's self-attention."""
+
+    cross_layers: int  # a Transformer decoder's layers; an RNN decoder's one attention (0 without attention)
+    cross_heads: int  # heads of each cross-attention layer (1 unless its attention has several)
+    self_layers: int  # a Transformer encoder's layers; 0 for an RNN encoder
+    self_heads: int  # heads of each self-attention layer
 
 
 def build_encoder(cfg: ModelConfig, vocab_size: int) -> Encoder | TransformerEncoder:
@@ -109,6 +123,36 @@ class Seq2Seq(nn.Module):
         finally:
             hook.remove()
         return torch.stack(steps, 1)  # (B, T, N, S)
+
+    @property
+    def attention_layout(self) -> AttentionLayout:
+        """How many layers and heads of attention :meth:`layer_weights` can return."""
+        heads = self.cfg.attention_heads
+        if isinstance(self.decoder, TransformerDecoder):
+            cross = (len(self.decoder.layers), heads)
+        else:  # one attention, of several heads for multihead
+            cross = (int(self.decoder.attention is not None), heads if ATTENTIONS[self.cfg.attention].heads else 1)
+        encoder = len(self.encoder.layers) if isinstance(self.encoder, TransformerEncoder) else 0
+        return AttentionLayout(*cross, encoder, heads if encoder else 0)
+
+    @torch.no_grad()
+    def layer_weights(self, src: Tensor, src_lens: Tensor, tgt_in: Tensor, cross: Sequence[int],
+                      encoder: Sequence[int] = ()) -> tuple[list[Tensor], list[Tensor]]:
+        """Teacher-forced attention of every head in the layers asked for (indices from 0, ascending): the
+        decoder's cross-attention of layers ``cross``, (B, N, T, S) each, and the encoder's self-attention of
+        layers ``encoder``, (B, N, S, S) each: softmax(Q K^T / sqrt(d)) of each head (Vaswani et al. 2017, eq. 1,
+        sec. 3.2.2). An RNN decoder's attention is its layer 0 (:meth:`head_weights`)."""
+        self_weights: list[Tensor] = []
+        if encoder:
+            if not isinstance(self.encoder, TransformerEncoder):
+                raise ValueError("an RNN encoder has no self-attention")
+            self_weights = self.encoder.run(src, encoder)[2]
+        if not cross:
+            return [], self_weights
+        if isinstance(self.decoder, TransformerDecoder):
+            enc = self.encode(src, src_lens)
+            return self.decoder.run(tgt_in, enc, self.init_state(enc), cross)[1], self_weights
+        return [self.head_weights(src, src_lens, tgt_in).transpose(1, 2)], self_weights
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

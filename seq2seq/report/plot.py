@@ -85,8 +85,9 @@ def draw_heatmap(ax: Any, src_pieces: Sequence[str], tgt_pieces: Sequence[str], 
 
 
 def save_heatmap(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequence[str], attention: Tensor,
-                 title: str | None = None) -> None:
-    """Write the attention as a PNG heatmap: target pieces down, source pieces across."""
+                 title: str | None = None, ylabel: str = "target") -> None:
+    """Write the attention as a PNG heatmap: target pieces down (``ylabel``; the source pieces again for an
+    encoder's self-attention), source pieces across."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -97,7 +98,7 @@ def save_heatmap(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequen
     ax = fig.add_subplot()
     image = draw_heatmap(ax, src_pieces, tgt_pieces, attention, title)
     ax.set_xlabel("source")
-    ax.set_ylabel("target")
+    ax.set_ylabel(ylabel)
     fig.colorbar(image, ax=ax, fraction=0.05)
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException
+from torch import Tensor
 
 from seq2seq import __version__
 from seq2seq.errors import Seq2SeqError
@@ -78,6 +79,12 @@ class Translated(BaseModel):
     tgt_pieces: list[list[str]] | None = Field(None, description="per hypothesis, its target subwords")
     attention: list[list[list[float]]] | None = Field(
         None, description="per hypothesis, weights (T+1, S): a row per target subword and one for </s>")
+    cross_attention: list[list[list[list[list[float]]]]] | None = Field(
+        None, description="with \"layers\": true, per hypothesis, per decoder layer (the lowest first), per head: "
+                          "its cross-attention weights (T+1, S); the top layer's heads' mean is attention")
+    self_attention: list[list[list[list[float]]]] | None = Field(
+        None, description="with \"layers\": true and a Transformer encoder, per encoder layer (the lowest first), "
+                          "per head: its self-attention weights (S, S), a row per source subword")
 
 
 class TranslateResponse(BaseModel):
@@ -98,6 +105,8 @@ def request_model(cfg: ServeConfig) -> type[BaseModel]:
         nbest: int | None = Field(None, ge=1, le=cfg.max_beam, description="at most beam_size")
         alpha: float | None = Field(None, ge=0, le=MAX_ALPHA, description="length penalty")
         attention: bool = Field(False, description="also return subwords and attention weights")
+        layers: bool = Field(False, description="also every layer's and head's attention (cross_attention, "
+                                                "self_attention); implies attention")
         model: Literal["main", "compare"] = Field("main", description="compare: the server's compare= model")
 
     return TranslateRequest
@@ -109,21 +118,57 @@ def answer(result: Translation, attention: bool) -> dict:
     if attention:
         out["src_pieces"] = result.src_pieces
         out["tgt_pieces"] = result.tgt_pieces
-        out["attention"] = [[[round(w, 4) for w in row] for row in a.tolist()] for a in result.attention]
+        out["attention"] = [rounded(a) for a in result.attention]
     return out
 
 
-def render(results: list[Translation], attention: bool, max_cells: int) -> bytes:
+def rounded(weights: Tensor) -> list[list[float]]:
+    """A map (rows, S) as JSON rows of weights rounded to 4 digits."""
+    return [[round(w, 4) for w in row] for row in weights.tolist()]
+
+
+def layer_answer(translator: Translator, result: Translation) -> dict:
+    """Every layer's and head's attention of ``result`` (``"layers": true``): the decoder's cross-attention per
+    hypothesis, and a Transformer encoder's self-attention once (it depends on the source alone)."""
+    with_self = translator.model.attention_layout.self_layers > 0
+    maps = [translator.layer_attention(result, n, "all", with_self and n == 0) for n in range(len(result.attention))]
+    out: dict = {"cross_attention": [by_layer(m.cross) for m in maps]}
+    if with_self and maps:
+        out["self_attention"] = by_layer(maps[0].self_attention)
+    return out
+
+
+def by_layer(layers: dict[int, Tensor]) -> list[list[list[list[float]]]]:
+    """Layer -> (N, rows, S) as JSON: a list of layers, the lowest first, each a list of its heads' maps."""
+    return [[rounded(head) for head in layers[i]] for i in sorted(layers)]
+
+
+def render(results: list[Translation], attention: bool, max_cells: int, layers: Translator | None = None) -> bytes:
     """The JSON of a :class:`TranslateResponse`; run on a worker thread (rounding and encoding the attention
-    weights takes long enough to stall the event loop). More than ``max_cells`` weights: a 422."""
+    weights takes long enough to stall the event loop). ``layers``: the translator whose every layer and head
+    the answer also holds (``"layers": true``), computed here. More than ``max_cells`` weights: a 422, before
+    the work."""
+    attention = attention or layers is not None
     if attention:
-        cells = sum(a.numel() for r in results for a in r.attention)
-        if cells > max_cells:
-            raise HTTPException(422, f"attention: the answer would hold {cells} attention weights, more than the "
-                                     f"server's max_attention_cells={max_cells}; send fewer sentences, a smaller "
-                                     "nbest, or attention: false")
-    body = {"translations": [answer(r, attention) for r in results]}
+        check_cells(results, max_cells, layers)
+    answers = [answer(r, attention) for r in results]
+    if layers is not None:
+        answers = [a | layer_answer(layers, r) for a, r in zip(answers, results, strict=True)]
+    body = {"translations": answers}
     return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def check_cells(results: list[Translation], max_cells: int, layers: Translator | None) -> None:
+    """A 422 when the answer would hold more than ``max_cells`` attention weights."""
+    cells = sum(a.numel() for r in results for a in r.attention)
+    if layers is not None:
+        with_self = layers.model.attention_layout.self_layers > 0
+        cells += sum(layers.attention_cells(r, "all", with_self) for r in results if r.attention)
+    if cells > max_cells:
+        fewer = "layers: false, " if layers is not None else ""
+        raise HTTPException(422, f"attention: the answer would hold {cells} attention weights, more than the server's "
+                                 f"max_attention_cells={max_cells}; send fewer sentences, a smaller nbest, {fewer}or "
+                                 "attention: false")
 
 
 def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
@@ -161,7 +206,8 @@ def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
             raise HTTPException(422, f"text: {err}") from None
         except QueueFull as err:
             raise HTTPException(503, str(err), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-        payload = await asyncio.to_thread(render, results, body.attention, cfg.max_attention_cells)
+        payload = await asyncio.to_thread(render, results, body.attention, cfg.max_attention_cells,
+                                          translator if body.layers else None)
         return Response(payload, media_type="application/json")
 
     app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True,
@@ -223,7 +269,7 @@ def _describe(error: dict, cfg: ServeConfig) -> str:
         reason = (error.get("ctx") or {}).get("error", "")
         return f"malformed JSON ({reason}); send an object like {{\"text\": [\"A sentence.\"]}}"
     if kind == "extra_forbidden":
-        return f"{where}: unknown field; the fields are text, beam_size, nbest, alpha, attention, model"
+        return f"{where}: unknown field; the fields are text, beam_size, nbest, alpha, attention, layers, model"
     if kind == "missing" and where == "body":
         return "no request body; send a JSON object like {\"text\": [\"A sentence.\"]}"
     if kind in ("model_attributes_type", "dict_type"):

@@ -1,5 +1,7 @@
 // seq2seq-serve's page: translate a sentence with one model (or two, with compare=) and show the
-// n-best list and an interactive attention heat-map. Plain DOM, nothing fetched but this server's API.
+// n-best list and an interactive attention heat-map: the mean over the top layer's heads by default, or any
+// layer and head of the cross-attention or of a Transformer encoder's self-attention. Plain DOM, nothing
+// fetched but this server's API.
 "use strict";
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -35,6 +37,17 @@ async function post(body) {
   return data.translations[0];
 }
 
+// Every layer's and head's attention ("layers": true) when the answer stays within the server's
+// max_attention_cells; else the mean map alone, marked layersLeftOut.
+async function postWithLayers(body) {
+  try {
+    return await post({ ...body, layers: true });
+  } catch (err) {
+    if (!err.message.includes("max_attention_cells")) throw err;
+    return { ...(await post(body)), layersLeftOut: true };
+  }
+}
+
 async function translate(event) {
   event.preventDefault();
   const text = $("#source").value.trim();
@@ -48,10 +61,12 @@ async function translate(event) {
   setStatus("translating…");
   try {
     const started = performance.now();
-    const answers = await Promise.all(models.map((m) => post({ ...body, model: m.name })));
+    const answers = await Promise.all(models.map((m) => postWithLayers({ ...body, model: m.name })));
     const results = $("#results");
     results.replaceChildren(...answers.map((answer, i) => panel(models[i], answer)));
-    setStatus(`translated in ${Math.round(performance.now() - started)} ms (${greedy ? "greedy" : `beam ${beam}`})`);
+    const note = answers.some((a) => a.layersLeftOut)
+      ? "; every layer and head would pass the server's max_attention_cells: the mean map only" : "";
+    setStatus(`translated in ${Math.round(performance.now() - started)} ms (${greedy ? "greedy" : `beam ${beam}`})${note}`);
   } catch (err) {
     setStatus(err.message, true);
   } finally {
@@ -79,19 +94,76 @@ function panel(model, answer) {
     item.append(button, score);
     list.append(item);
   });
+  node.querySelectorAll(".view select").forEach((select) => select.addEventListener("change", () => {
+    fillControls(node, answer, select.classList.contains("kind"));
+    draw(node, answer);
+  }));
   choose(node, answer, 0);
   return node;
 }
 
 function choose(node, answer, k) {
   $(".nbest", node).querySelectorAll("button").forEach((b, i) => b.setAttribute("aria-pressed", String(i === k)));
-  const weights = answer.attention[k];
-  const rows = [...answer.tgt_pieces[k], EOS].slice(0, weights.length);
-  $(".heatmap-wrap", node).replaceChildren(heatmap(answer.src_pieces, rows, weights, $(".readout", node)));
-  $(".readout", node).textContent = "\u00a0";
+  node.dataset.hypothesis = k;
+  fillControls(node, answer, false);
+  draw(node, answer);
 }
 
-function heatmap(cols, rows, weights, readout) {
+// The layers of one kind of attention ("cross" for hypothesis k, or the encoder's "self"), each a list of its
+// heads' maps; null when the answer has the mean map only.
+function layersOf(answer, k, kind) {
+  const layers = kind === "self" ? answer.self_attention : answer.cross_attention && answer.cross_attention[k];
+  return layers && layers.length ? layers : null;
+}
+
+// The layer and head choices for the chosen kind of attention: the current ones where they still exist, else
+// (and when ``reset``) the top layer and the mean of its heads.
+function fillControls(node, answer, reset) {
+  const kind = $(".kind", node);
+  $("option[value=self]", kind).disabled = !answer.self_attention;
+  if (!answer.self_attention) kind.value = "cross";
+  kind.disabled = !answer.self_attention;
+  const layers = layersOf(answer, Number(node.dataset.hypothesis), kind.value);
+  const top = layers ? layers.length - 1 : -1; // -1: the mean map only, of the top layer
+  const layerChoices = layers ? layers.map((_, i) => [i, `${i + 1} of ${top + 1}${i === top ? " (top)" : ""}`])
+    : [[-1, "top"]];
+  setOptions($(".layer", node), layerChoices, top, reset);
+  const heads = layers ? layers[Number($(".layer", node).value)] : [];
+  const mean = heads.length === 1 ? "its one head" : `mean of ${heads.length || "the"} heads`;
+  const headChoices = [[-1, mean], ...(heads.length > 1 ? heads.map((_, h) => [h, `head ${h + 1}`]) : [])];
+  setOptions($(".head", node), headChoices, -1, reset);
+}
+
+function setOptions(select, choices, fallback, reset) {
+  const keep = reset ? null : select.value;
+  select.replaceChildren(...choices.map(([value, text]) => new Option(text, value)));
+  select.value = choices.some(([value]) => String(value) === keep) ? keep : String(fallback);
+  select.disabled = choices.length < 2;
+}
+
+function draw(node, answer) {
+  const k = Number(node.dataset.hypothesis), kind = $(".kind", node).value;
+  const weights = chosenMap(answer, k, kind, Number($(".layer", node).value), Number($(".head", node).value));
+  const rows = kind === "self" ? answer.src_pieces : [...answer.tgt_pieces[k], EOS].slice(0, weights.length);
+  const readout = $(".readout", node);
+  $(".heatmap-wrap", node).replaceChildren(heatmap(answer.src_pieces, rows, weights, readout,
+    kind === "self" ? "source" : "target"));
+  readout.textContent = "\u00a0";
+}
+
+// One head's map (head >= 0) or the mean over the layer's heads; the mean of the top layer's cross-attention
+// is the map search reported, answer.attention (as fairseq reports alignments).
+function chosenMap(answer, k, kind, layer, head) {
+  const layers = layersOf(answer, k, kind);
+  if (!layers || (kind === "cross" && layer === layers.length - 1 && head < 0)) return answer.attention[k];
+  return head < 0 ? meanOf(layers[layer]) : layers[layer][head];
+}
+
+function meanOf(maps) {
+  return maps[0].map((row, r) => row.map((_, c) => maps.reduce((sum, m) => sum + m[r][c], 0) / maps.length));
+}
+
+function heatmap(cols, rows, weights, readout, rowKind) {
   const table = document.createElement("table");
   table.className = "heatmap";
   const head = table.createTHead().insertRow();
@@ -112,10 +184,10 @@ function heatmap(cols, rows, weights, readout) {
       cell.title = `${piece} ← ${cols[c]}: ${w.toFixed(3)}`;
     });
   });
-  const show = (cell) => highlight(table, cell, rows, cols, readout);
+  const show = (cell) => highlight(table, cell, rows, cols, readout, rowKind);
   table.addEventListener("mouseover", (e) => e.target.matches("td[data-weight]") && show(e.target));
   table.addEventListener("focusin", (e) => e.target.matches("td[data-weight]") && show(e.target));
-  table.addEventListener("mouseleave", () => highlight(table, null, rows, cols, readout));
+  table.addEventListener("mouseleave", () => show(null));
   table.addEventListener("keydown", (e) => move(table, e));
   return table;
 }
@@ -127,14 +199,14 @@ function header(text, scope) {
   return th;
 }
 
-function highlight(table, cell, rows, cols, readout) {
+function highlight(table, cell, rows, cols, readout, rowKind) {
   table.querySelectorAll(".on").forEach((x) => x.classList.remove("on"));
   if (!cell) { readout.textContent = "\u00a0"; return; }
   const r = Number(cell.dataset.row), c = Number(cell.dataset.col);
   cell.classList.add("on");
   table.tHead.rows[0].cells[c + 1].classList.add("on");
   table.tBodies[0].rows[r].cells[0].classList.add("on");
-  readout.textContent = `target ${rows[r]} ← source ${cols[c]}: weight ${Number(cell.dataset.weight).toFixed(3)}`;
+  readout.textContent = `${rowKind} ${rows[r]} ← source ${cols[c]}: weight ${Number(cell.dataset.weight).toFixed(3)}`;
 }
 
 function move(table, event) {
