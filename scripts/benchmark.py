@@ -47,10 +47,10 @@ def gemm_gflops(m: int, k: int, n: int, dtype: torch.dtype, seconds: float = 0.7
     return 2 * m * k * n * repeats / elapsed / 1e9
 
 
-def gemm_peak(threads: int, dtype: torch.dtype = torch.float32, sizes: tuple[int, ...] = (1024, 2048, 4096)) -> float:
-    """The practical peak of this CPU in ``dtype``: the best GFLOP/s of large square matmuls."""
+def gemm_peak(threads: int, dtype: torch.dtype = torch.float32, seconds: float = 0.7) -> float:
+    """The practical peak of this CPU in ``dtype``: the best GFLOP/s of 1024², 2048² and 4096² matmuls."""
     torch.set_num_threads(threads)
-    return max(gemm_gflops(n, n, n, dtype) for n in sizes)
+    return max(gemm_gflops(n, n, n, dtype, seconds) for n in (1024, 2048, 4096))
 
 
 def real_shapes(cfg: Config, vocab: int, sentences: int = 200, src_len: int = 14, tgt_len: int = 15) -> dict:
@@ -71,15 +71,15 @@ def real_shapes(cfg: Config, vocab: int, sentences: int = 200, src_len: int = 14
     return shapes
 
 
-def gemm_table(cfg: Config, vocab: int, threads: int) -> dict:
+def gemm_table(cfg: Config, vocab: int, threads: int, seconds: float = 0.7) -> dict:
     """Both precisions' square peak and their GFLOP/s at ``cfg``'s real shapes."""
     torch.set_num_threads(threads)
     result = {}
     for name, dtype in DTYPES.items():
-        result[f"gemm_peak_gflops_{name}"] = gemm_peak(threads, dtype)
+        result[f"gemm_peak_gflops_{name}"] = gemm_peak(threads, dtype, seconds)
         for shape, (m, k, n) in real_shapes(cfg, vocab).items():
             key = f"gemm_{name}_{shape.replace(' ', '_').replace(',', '')}_{m}x{k}x{n}_gflops"
-            result[key] = gemm_gflops(m, k, n, dtype)
+            result[key] = gemm_gflops(m, k, n, dtype, seconds)
     return result
 
 
@@ -171,7 +171,8 @@ def run_phase(target, *args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a few steps and sentences (about a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few steps and sentences, short GEMM timings, beam 5 only (about a minute)")
     parser.add_argument("--checkpoint", help="decode with this trained checkpoint instead of an untrained model")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -192,14 +193,14 @@ def main() -> None:
         parser.error(f"--precisions: unknown {', '.join(sorted(unknown))}; choose from {', '.join(DTYPES)}")
     result = {"overrides": overrides, "threads": args.threads,
               "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
-    result |= gemm_table(cfg, cfg.data.vocab_size, args.threads)
+    result |= gemm_table(cfg, cfg.data.vocab_size, args.threads, 0.05 if args.quick else 0.7)
     for p in precisions:
         result |= run_phase(_train_phase, replace(cfg, train=replace(cfg.train, precision=p)), warmup, steps)
         # MFU: the model's FLOPs per second against this precision's square-matmul peak
         result[f"train_{p}_mfu"] = result[f"train_{p}_gflops_per_s"] / result[f"gemm_peak_gflops_{p}"]
     if {"fp32", "bf16"} <= set(precisions):
         result["train_bf16_speedup"] = result["train_bf16_tgt_tokens_per_s"] / result["train_fp32_tgt_tokens_per_s"]
-    for beam in () if args.train_only else (1, 5):
+    for beam in () if args.train_only else (5,) if args.quick else (1, 5):
         for p in args.decode_precisions.split(","):
             result |= run_phase(_decode_phase, cfg, args.checkpoint, sentences, beam, p)
     width = max(map(len, result))
