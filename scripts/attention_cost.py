@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchmark import run_phase  # scripts/benchmark.py: a phase in its own process, its death reported
 
 FORMS = {  # name -> ModelConfig settings (the default sizes: seq2seq/config.py, ModelConfig)
     "bahdanau": {"attention": "bahdanau"},
@@ -111,17 +112,6 @@ def measure(form: str, phase: str, lengths: list[int], batch: int, tgt_len: int,
     queue.put(points)
 
 
-def run(form: str, phase: str, args: argparse.Namespace) -> list:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=measure, args=(form, phase, args.lengths, args.batch, args.tgt_len, args.threads,
-                                             args.min_seconds, queue))
-    proc.start()
-    points = queue.get()
-    proc.join()
-    return points
-
-
 def exponent(points: list, fit_from: int, column: int = 1) -> float:
     """The least-squares slope of log(value) against log(S) over S >= fit_from."""
     xs = [math.log(p[0]) for p in points if p[0] >= fit_from]
@@ -178,7 +168,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     for form in args.forms:
-        results[form] = {phase: run(form, phase, args) for phase in ("train", "decode")}
+        results[form] = {phase: run_phase(measure, form, phase, args.lengths, args.batch, args.tgt_len,
+                                          args.threads, args.min_seconds) for phase in ("train", "decode")}
         print(f"measured {form}", file=sys.stderr, flush=True)
     head = " | ".join(f"S={s}" for s in args.lengths)
     print(f"\nms per sentence (batch {args.batch}, {args.tgt_len} target steps, {args.threads} threads); "

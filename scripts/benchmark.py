@@ -83,23 +83,30 @@ def gemm_table(cfg: Config, vocab: int, threads: int, seconds: float = 0.7) -> d
     return result
 
 
-def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
+def trainer_and_batches(cfg: Config, count: int) -> tuple:
+    """A trainer for ``cfg`` and the first ``count`` batches of epoch 1, and the seconds the batches took to
+    build. The steps run on the corpus' own segmentation, so the trainer needs no subword sampler (nor its
+    set-up); nothing is written."""
     from seq2seq.data.corpus import load_corpus
     from seq2seq.training.plan import BatchPlan
     from seq2seq.training.trainer import Trainer
 
-    cpu.setup(cfg.threads or 2)
     corpus = load_corpus(cfg.data)
-    # the steps run on the corpus' own segmentation, so the trainer needs no sampler (and its minute of set-up)
-    cfg = replace(cfg, data=replace(cfg.data, sampling_alpha=None))
-    trainer = Trainer(cfg, corpus, run_dir=Path("/tmp"))  # a step writes nothing
+    trainer = Trainer(replace(cfg, data=replace(cfg.data, sampling_alpha=None)), corpus, run_dir=Path("/tmp"))
     plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
-    batches = [plan.batch(p) for p in plan.epoch(1)[: warmup + steps]]
+    start = time.perf_counter()
+    batches = [plan.batch(p) for p in plan.epoch(1)[:count]]
+    return trainer, batches, time.perf_counter() - start
+
+
+def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
+    cpu.setup(cfg.threads or 2)
+    trainer, batches, _ = trainer_and_batches(cfg, warmup + steps)
     for batch in batches[:warmup]:
         trainer.optimizer_step([batch], trainer.progress)
     tgt = src = 0
     flops = 0.0
-    v = corpus.tokenizer.tgt_vocab_size
+    v = trainer.corpus.tokenizer.tgt_vocab_size
     start = time.perf_counter()
     for batch in batches[warmup:]:
         trainer.optimizer_step([batch], trainer.progress)

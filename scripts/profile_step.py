@@ -24,8 +24,6 @@ import argparse
 import json
 import time
 from collections import defaultdict
-from dataclasses import replace
-from pathlib import Path
 
 from seq2seq import cpu
 
@@ -55,22 +53,14 @@ def main() -> None:
     args = parser.parse_args()
     cpu.openmp_defaults()  # before torch is imported: OpenMP reads its settings once (seq2seq/cpu.py)
     cpu.setup(args.threads)
+    from benchmark import trainer_and_batches  # scripts/benchmark.py
     from torch.profiler import ProfilerActivity, profile
 
     from seq2seq.cli.schemas import compose
-    from seq2seq.data.corpus import load_corpus
-    from seq2seq.training.plan import BatchPlan
-    from seq2seq.training.trainer import Trainer
 
     cfg = compose([*args.overrides, f"threads={args.threads}"])
-    corpus = load_corpus(cfg.data)
-    # the steps run on the corpus' own segmentation, so the trainer needs no sampler (and its minute of set-up)
-    trainer = Trainer(replace(cfg, data=replace(cfg.data, sampling_alpha=None)), corpus, run_dir=Path("/tmp"))
-    plan = BatchPlan(corpus.train, cfg.train.batch_tokens, cfg.train.batch_sentences, cfg.seed)
-    positions = plan.epoch(1)[: args.warmup + args.steps]
-    start = time.perf_counter()
-    batches = [plan.batch(p) for p in positions]
-    data_seconds = (time.perf_counter() - start) * args.steps / len(positions)
+    trainer, batches, data_seconds = trainer_and_batches(cfg, args.warmup + args.steps)
+    data_seconds *= args.steps / len(batches)  # the data path's share of the profiled steps
     for batch in batches[: args.warmup]:
         trainer.optimizer_step([batch], trainer.progress)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
