@@ -7,7 +7,8 @@
     python scripts/benchmark.py -- model/attention=bahdanau  # any seq2seq-train overrides after --
 
 First the GEMM peak of this CPU in both precisions (large square matmuls) and the GFLOP/s of the model's
-largest products at their real shapes; then training in each precision (``--precisions``), one right after
+largest products at their real shapes; then training in each precision (``--precisions``; bf16 only where
+the CPU computes it natively, as emulated bf16 runs at a few per cent of fp32's speed), one right after
 the other, with its MFU: the model's FLOPs (seq2seq/nn/flops.py, the attention's from the registry) per
 second over that precision's peak; then decoding in fp32, bf16 and int8. Each phase runs in its own process
 so that its peak resident memory is its own. Prints a table and, last, one JSON line. Run nothing else
@@ -31,6 +32,7 @@ import torch
 from seq2seq import cpu
 from seq2seq.cli.schemas import compose
 from seq2seq.config import Config
+from seq2seq.device import native_bf16
 from seq2seq.nn.flops import forward_flops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -71,11 +73,12 @@ def real_shapes(cfg: Config, vocab: int, sentences: int = 200, src_len: int = 14
     return shapes
 
 
-def gemm_table(cfg: Config, vocab: int, threads: int, seconds: float = 0.7) -> dict:
-    """Both precisions' square peak and their GFLOP/s at ``cfg``'s real shapes."""
+def gemm_table(cfg: Config, vocab: int, threads: int, seconds: float = 0.7, precisions=tuple(DTYPES)) -> dict:
+    """``precisions``' square peak and their GFLOP/s at ``cfg``'s real shapes."""
     torch.set_num_threads(threads)
     result = {}
-    for name, dtype in DTYPES.items():
+    for name in precisions:
+        dtype = DTYPES[name]
         result[f"gemm_peak_gflops_{name}"] = gemm_peak(threads, dtype, seconds)
         for shape, (m, k, n) in real_shapes(cfg, vocab).items():
             key = f"gemm_{name}_{shape.replace(' ', '_').replace(',', '')}_{m}x{k}x{n}_gflops"
@@ -186,21 +189,28 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-only", action="store_true", help="skip decoding (to time one training change)")
-    parser.add_argument("--precisions", default="fp32,bf16",
-                        help="training precisions, timed one right after the other (default: fp32,bf16)")
-    parser.add_argument("--decode-precisions", default="fp32,bf16,int8",
-                        help="decoding precisions: fp32, bf16 (autocast), int8 (quantize=int8)")
+    parser.add_argument("--precisions", help="training precisions, timed one right after the other (default: "
+                        "fp32,bf16 on a CPU with native bf16, fp32 elsewhere)")
+    parser.add_argument("--decode-precisions", help="decoding precisions: fp32, bf16 (autocast), int8 (quantize=int8); "
+                        "default: fp32,bf16,int8 on a CPU with native bf16, fp32,int8 elsewhere")
     parser.add_argument("overrides", nargs="*", help="seq2seq-train overrides (default experiment=joeynmt_reference)")
     args = parser.parse_args()
     overrides = args.overrides or ["experiment=joeynmt_reference"]
     cfg = compose([*overrides, f"threads={args.threads}"])
     steps, warmup, sentences = (3, 1, 40) if args.quick else (args.steps, args.warmup, args.sentences)
-    precisions = args.precisions.split(",")
+    native = native_bf16()
+    if not native and args.precisions is None:  # emulated bf16 runs at a few % of fp32's speed: hours, not minutes
+        print("this CPU has no native bfloat16 (no AVX512-BF16 or AMX), so bf16 is not timed; "
+              "--precisions fp32,bf16 times it anyway (slowly)", file=sys.stderr)
+    precisions = (args.precisions or ("fp32,bf16" if native else "fp32")).split(",")
+    decode_precisions = (args.decode_precisions or ("fp32,bf16,int8" if native else "fp32,int8")).split(",")
     if unknown := set(precisions) - set(DTYPES):
         parser.error(f"--precisions: unknown {', '.join(sorted(unknown))}; choose from {', '.join(DTYPES)}")
-    result = {"overrides": overrides, "threads": args.threads,
-              "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
-    result |= gemm_table(cfg, cfg.data.vocab_size, args.threads, 0.05 if args.quick else 0.7)
+    if unknown := set(decode_precisions) - {*DTYPES, "int8"}:
+        parser.error(f"--decode-precisions: unknown {', '.join(sorted(unknown))}; choose from fp32, bf16, int8")
+    result = {"overrides": overrides, "threads": args.threads, "native_bf16": native}
+    timed = [p for p in DTYPES if p in precisions or p in decode_precisions]
+    result |= gemm_table(cfg, cfg.data.vocab_size, args.threads, 0.05 if args.quick else 0.7, timed)
     for p in precisions:
         result |= run_phase(_train_phase, replace(cfg, train=replace(cfg.train, precision=p)), warmup, steps)
         # MFU: the model's FLOPs per second against this precision's square-matmul peak
@@ -208,7 +218,7 @@ def main() -> None:
     if {"fp32", "bf16"} <= set(precisions):
         result["train_bf16_speedup"] = result["train_bf16_tgt_tokens_per_s"] / result["train_fp32_tgt_tokens_per_s"]
     for beam in () if args.train_only else (5,) if args.quick else (1, 5):
-        for p in args.decode_precisions.split(","):
+        for p in decode_precisions:
             result |= run_phase(_decode_phase, cfg, args.checkpoint, sentences, beam, p)
     width = max(map(len, result))
     for key, value in result.items():
