@@ -32,7 +32,7 @@ import torch
 from seq2seq import cpu
 from seq2seq.cli.schemas import compose
 from seq2seq.config import Config
-from seq2seq.device import native_bf16
+from seq2seq.device import cpu_name, native_bf16
 from seq2seq.nn.flops import forward_flops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -208,7 +208,7 @@ def main() -> None:
         parser.error(f"--precisions: unknown {', '.join(sorted(unknown))}; choose from {', '.join(DTYPES)}")
     if unknown := set(decode_precisions) - {*DTYPES, "int8"}:
         parser.error(f"--decode-precisions: unknown {', '.join(sorted(unknown))}; choose from fp32, bf16, int8")
-    result = {"overrides": overrides, "threads": args.threads, "native_bf16": native}
+    result = {"overrides": overrides, "cpu": cpu_name(), "threads": args.threads, "native_bf16": native}
     timed = [p for p in DTYPES if p in precisions or p in decode_precisions]
     result |= gemm_table(cfg, cfg.data.vocab_size, args.threads, 0.05 if args.quick else 0.7, timed)
     for p in precisions:

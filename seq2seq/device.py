@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 
 import torch
 
@@ -67,6 +68,20 @@ def native_bf16() -> bool:
         return False
 
 
+def cpu_name() -> str:
+    """``AMD EPYC, AVX2, 2 cores`` (``, native bf16`` where it has that): what decides this machine's speed, for
+    the records that quote one (the model name alone hides whether the CPU has AVX512)."""
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:  # not Linux
+        pass
+    model = model or platform.processor() or "unknown CPU"
+    bf16 = ", native bf16" if native_bf16() else ""
+    return f"{model}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores{bf16}"
+
+
 def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
     """What ``train.precision=name`` trains in on ``device``: (fp32 | bf16 | fp16, the reason, for the log).
 
@@ -76,6 +91,9 @@ def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
     if name == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (float16 training uses a gradient scaler "
                           f"there) but the device is {device}; on the CPU use train.precision=bf16 or fp32")
+    if name == "bf16" and device.type == "cpu" and not native_bf16():
+        return name, ("train.precision=bf16, but this CPU has no native bfloat16: it is emulated, and its matrix "
+                      "products run at a few per cent of float32's speed; train.precision=auto or fp32 is faster")
     if name != "auto":
         return name, f"train.precision={name}"
     if device.type != "cpu":

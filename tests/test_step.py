@@ -47,6 +47,9 @@ def test_precision_auto_is_bf16_where_the_cpu_has_it_natively_and_says_so(
     assert f"precision: {chosen} (train.precision=auto: this CPU" in caplog.text
     assert device.resolve_precision("auto", torch.device("cuda"))[0] == "fp32"  # not measured on GPUs
     assert device.resolve_precision("fp32", torch.device("cpu")) == ("fp32", "train.precision=fp32")  # the override
+    # bf16 asked for by name is honoured; without native support the log says it is emulated and slow
+    precision, why = device.resolve_precision("bf16", torch.device("cpu"))
+    assert precision == "bf16" and ("emulated" in why) is not native
 
 
 def test_bf16_autocast_is_what_the_step_runs_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from seq2seq.cli import study as cs
+from seq2seq.device import cpu_name
 from seq2seq.report import attention_study as ca
 from seq2seq.report import study
 from seq2seq.report.study import (
@@ -229,9 +230,11 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(cs.subprocess, "run", fake_run)
     recipe = [o for o in ca.STUDY if not o.startswith("threads=")]  # benchmark.py's --threads sets them
-    (tmp_path / "speed.json").write_text(json.dumps({"recipe": recipe, "tokens_per_s": {"bahdanau": 999.0}}))
+    here = cpu_name()
+    old = {"recipe": recipe, "cpu": here, "tokens_per_s": {"bahdanau": 999.0}}
+    (tmp_path / "speed.json").write_text(json.dumps(old))
     measured = cs.measure_speed(tmp_path, ["bahdanau", "local_p"], [])
-    assert measured == {"recipe": recipe, "tokens_per_s": {"bahdanau": 999.0, "local_p": 1234.6}}
+    assert measured == {"recipe": recipe, "cpu": here, "tokens_per_s": {"bahdanau": 999.0, "local_p": 1234.6}}
     assert len(calls) == 1  # bahdanau was measured before
     cmd = calls[0]
     assert cmd[1].endswith("benchmark.py") and cmd[2:6] == ["--train-only", "--threads", "1", "--steps"]
@@ -241,6 +244,22 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
     again = cs.measure_speed(tmp_path, ["bahdanau"], ["model.dropout=0.3"])  # another recipe: measured afresh
     assert again["tokens_per_s"] == {"bahdanau": 1234.6} and calls[-1][-2:] == ["model.dropout=0.3",
                                                                              "model/attention=bahdanau"]
+    # another machine: its speeds do not compare with these, so every variant is measured afresh
+    (tmp_path / "speed.json").write_text(json.dumps({**measured, "cpu": "another CPU, AVX512, 2 cores"}))
+    assert cs.measure_speed(tmp_path, ["local_p"], [])["tokens_per_s"] == {"local_p": 1234.6}
+    assert json.loads((tmp_path / "speed.json").read_text())["cpu"] == here
+
+
+def test_an_equal_time_row_trains_for_bahdanaus_time_at_its_own_speed() -> None:
+    speed = {"tokens_per_s": {"bahdanau": 2000.0, "transformer": 1500.0, "hybrid_bahdanau": 2600.0}}
+    assert ca.equal_time_epochs("transformer_time", speed) == 9  # 12 x 1500 / 2000
+    assert ca.equal_time_epochs("hybrid_bahdanau_time", speed) == 16  # 15.6
+    recipe = ca.overrides("transformer_time", speed)
+    assert "train.max_epochs=9" in recipe and "train.max_epochs=12" not in recipe
+    assert recipe[-len(ca.VARIANTS["transformer"]):] == ca.VARIANTS["transformer"]
+    assert ca.overrides("transformer", speed) == [*ca.STUDY, *ca.VARIANTS["transformer"]]  # equal epochs
+    with pytest.raises(SystemExit, match=r"--speed --variants bahdanau hybrid_bahdanau first"):
+        ca.equal_time_epochs("hybrid_bahdanau_time", {"tokens_per_s": {"bahdanau": 2000.0}})
 
 
 def test_the_study_names_a_damaged_or_outdated_file(tmp_path: Path) -> None:

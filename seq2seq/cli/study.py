@@ -11,17 +11,23 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from seq2seq.device import cpu_name
 from seq2seq.report import attention_study
-from seq2seq.report.attention_study import SCRIPT, STUDY, VARIANTS, read_json, report, summarize
+from seq2seq.report.attention_study import ROWS, SCRIPT, STUDY, VARIANTS, overrides, read_json, report, summarize
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"  # --speed: the source checkout's
 
 
-def train(name: str, seed: int, runs: Path, extra: list[str]) -> Path:
+def speed_of(out: Path) -> dict:
+    path = out / "speed.json"
+    return read_json(path, "delete it and run --speed again") if path.exists() else {}
+
+
+def train(name: str, seed: int, runs: Path, extra: list[str], out: Path) -> Path:
     """Train (or continue) one run; returns its directory."""
     run = runs / f"{name}_s{seed}"
     exe = str(Path(sys.executable).with_name("seq2seq-train"))
-    args = [exe, *STUDY, *VARIANTS[name], f"seed={seed}", f"hydra.run.dir={run}", *extra]
+    args = [exe, *overrides(name, speed_of(out)), f"seed={seed}", f"hydra.run.dir={run}", *extra]
     if (run / "last.pt").exists():
         args.append("resume=true")
     print(f"== {name} seed {seed}: {' '.join(args[1:])}", flush=True)
@@ -35,7 +41,7 @@ def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> No
     result = out / "runs" / f"{name}_s{seed}.json"
     if result.exists():
         return
-    run = train(name, seed, runs, extra)
+    run = train(name, seed, runs, extra, out)
     subprocess.run([sys.executable, "-m", "seq2seq.cli.study", "--summarize", str(run), str(result)],
                    check=True)
     print(f"== {name} seed {seed}: done, {result}", flush=True)
@@ -44,15 +50,16 @@ def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> No
 def measure_speed(out: Path, variants: list[str], extra: list[str], steps: int = 60) -> dict:
     """Training target tokens/s of each variant at the study's size on one thread (scripts/benchmark.py
     --train-only: the same first batches for every variant), one after another, into {out}/speed.json with
-    the recipe they were measured with. Variants already measured with this recipe are kept; a changed
-    recipe starts again. Run nothing else meanwhile."""
+    the recipe and the CPU they were measured with. Variants already measured with this recipe on this CPU
+    are kept; another recipe or CPU starts again (speeds from two machines do not compare). Run nothing else
+    meanwhile."""
     if not BENCHMARK.is_file():
         raise SystemExit(f"--speed runs {BENCHMARK}, which is not there: run the study from a source checkout")
     path = out / "speed.json"
     recipe = [o for o in STUDY if not o.startswith("threads=")] + extra  # benchmark.py sets the threads itself
-    speed = read_json(path, "delete it and run --speed again") if path.exists() else {}
-    if speed.get("recipe") != recipe:
-        speed = {"recipe": recipe, "tokens_per_s": {}}
+    speed = speed_of(out)
+    if speed.get("recipe") != recipe or speed.get("cpu") != cpu_name():
+        speed = {"recipe": recipe, "cpu": cpu_name(), "tokens_per_s": {}}
     for name in variants:
         if name in speed["tokens_per_s"]:
             continue
@@ -74,7 +81,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/attention_study", help="results (kept in git)")
     parser.add_argument("--runs", default="runs/attention_study", help="run directories (checkpoints)")
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=ROWS,
+                        help="default: every variant at equal epochs; the equal-time rows (*_time) are asked for by "
+                             "name, after --speed")
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (each uses one thread)")
     parser.add_argument("--report", action="store_true", help="only rebuild the report")
@@ -89,7 +98,7 @@ def main() -> None:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     if args.speed:
-        measure_speed(out, args.variants, args.extra)
+        measure_speed(out, [v for v in args.variants if v in VARIANTS], args.extra)
     elif not args.report:
         todo = [(n, s) for s in args.seeds for n in args.variants]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:

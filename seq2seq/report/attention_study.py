@@ -45,16 +45,50 @@ VARIANTS = {
     "multihead": ["model/attention=multihead"],
     "local_p": ["model/attention=luong_general", "model.attention_window=10"],
     "none": ["model/attention=none"],
+    # the self-attention rows (docs/attention-study.md, *Self-attention and coverage*): the Transformer of
+    # Vaswani et al. (2017) at Wu et al. (2021)'s "tiny" size, d_model 128, 4 + 4 layers, 4 heads, ffn 512; its source
+    # embedding apart from the target's (tied to the output), so its parameters (3.9 M) stay near the others' 4.1 M
+    "transformer": ["model=transformer", "model.d_model=128", "model.ffn_size=512", "model.share_embeddings=false"],
+    # Chen et al. (2018)'s hybrid: that Transformer's encoder under the study's GRU decoder with Bahdanau attention
+    "hybrid_bahdanau": ["model/attention=bahdanau", "model.encoder=transformer", "model.enc_layers=4",
+                        "model.d_model=128", "model.ffn_size=512"],
+    "bahdanau_coverage": ["model/attention=bahdanau", "model.coverage=true"],  # Tu et al. (2016), neural coverage
 }
 # A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in
 # about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget
 # of 12 epochs over which the cosine schedule anneals the rate from 4e-3 (calibrated: docs/attention-study.md,
 # *The budget, calibrated*), and no early stopping, so every variant gets the same training.
+EPOCHS = 12
 STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
-         "model.dropout=0.2", "optim.lr=4e-3", "train.max_minutes=null", "train.max_epochs=12", "train.patience=100",
-         "threads=1"]
+         "model.dropout=0.2", "optim.lr=4e-3", "train.max_minutes=null", f"train.max_epochs={EPOCHS}",
+         "train.patience=100", "threads=1"]
+# Equal CPU time (a Transformer does more per epoch, or less, than a GRU): the variant trained for the epochs its
+# quiet speed covers in the time Bahdanau's EPOCHS take (speed.json, measured on one machine), the cosine
+# annealed over them; a row of its own beside the variant's equal-epochs row.
+EQUAL_TIME = {"transformer_time": "transformer", "hybrid_bahdanau_time": "hybrid_bahdanau"}
+ROWS = [*VARIANTS, *EQUAL_TIME]  # the report's rows, in order
 HEATMAP_SENTENCES = (3, 150, 777)  # test_2016_flickr lines shown side by side
 SCRIPT = "scripts/compare_attention.py"  # the command line, as messages name it
+
+
+def equal_time_epochs(name: str, speed: dict) -> int:
+    """The epochs ``EQUAL_TIME[name]`` gets in the training time of Bahdanau's EPOCHS, at their quiet speeds."""
+    tokens_per_s = speed.get("tokens_per_s", {})
+    base = EQUAL_TIME[name]
+    if "bahdanau" not in tokens_per_s or base not in tokens_per_s:
+        raise SystemExit(f"{name} trains for the time Bahdanau's {EPOCHS} epochs take, from their speeds: run "
+                         f"python {SCRIPT} --speed --variants bahdanau {base} first (a quiet machine)")
+    return max(1, round(EPOCHS * tokens_per_s[base] / tokens_per_s["bahdanau"]))
+
+
+def overrides(name: str, speed: dict) -> list[str]:
+    """The seq2seq-train settings of one row: the STUDY recipe and the variant's own (for an EQUAL_TIME row, its
+    variant's with the epochs of equal_time_epochs)."""
+    if name not in EQUAL_TIME:
+        return [*STUDY, *VARIANTS[name]]
+    epochs = equal_time_epochs(name, speed)
+    return [o if not o.startswith("train.max_epochs=") else f"train.max_epochs={epochs}" for o in STUDY] + \
+        VARIANTS[EQUAL_TIME[name]]
 
 
 def summarize(run: Path, out_json: Path) -> None:
@@ -157,7 +191,7 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
     from seq2seq.data.corpus import read_parallel
     from seq2seq.report.study_plots import plot_by_length, plot_curves, plot_heatmaps
 
-    done = {(n, s): finished_run(out / "runs" / f"{n}_s{s}.json") for n in VARIANTS for s in seeds
+    done = {(n, s): finished_run(out / "runs" / f"{n}_s{s}.json") for n in ROWS for s in seeds
             if (out / "runs" / f"{n}_s{s}.json").exists()}
     if not done:
         raise SystemExit(f"no finished runs in {out / 'runs'} yet")
@@ -171,7 +205,7 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
     if (out / "speed.json").exists():
         speed = read_json(out / "speed.json", "delete it and run --speed again")["tokens_per_s"]
     rows = []
-    for name in VARIANTS:
+    for name in ROWS:
         mine = [(s, done[name, s]) for s in seeds if (name, s) in done]
         if not mine:
             continue
@@ -183,7 +217,7 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
         apart = seeds_apart([done["bahdanau", s]["test_bleu"] for s in pairs],
                             [done[name, s]["test_bleu"] for s in pairs]) if pairs else None
         by_length = [bleu_by_length(r["hypotheses"], ref, r["src_lengths"]) for _, r in mine]
-        tokens_per_s, quiet, epochs, minutes = convergence([r for _, r in mine], speed.get(name))
+        tokens_per_s, quiet, epochs, minutes = convergence([r for _, r in mine], speed.get(EQUAL_TIME.get(name, name)))
         rows.append({
             "variant": name, "seeds": [s for s, _ in mine], "params": mine[0][1]["params"],
             **{k: [r[k] for _, r in mine] for k in ("valid_bleu", "test_bleu", "test_chrf", "entropy", "diagonal",
