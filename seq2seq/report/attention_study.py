@@ -5,6 +5,7 @@ is its recipe, each run's summary and the report; seq2seq/cli/study.py runs it (
     python scripts/compare_attention.py --jobs 1 --seeds 1   # one run at a time, one seed
     python scripts/compare_attention.py --report             # only rebuild the report from what is done
     python scripts/compare_attention.py --speed              # time every variant's training, quiet machine
+    python scripts/compare_attention.py --variants transformer_time hybrid_bahdanau_time   # equal CPU time
 
 One recipe (STUDY below) for every variant on Multi30k en->de: 12 epochs with the cosine schedule annealing
 the rate from 4e-3 to its floor by the last one (so every run ends converged; the curves show it), threads=1, so two
@@ -19,10 +20,14 @@ tokens/s, epochs and minutes to convergence (the first epoch within 0.5 BLEU of 
 attention's entropy and diagonal mass, and paired bootstrap p-values against Bahdanau: one resampling the
 test sentences with every seed's output kept, and the largest of sacreBLEU's seed-for-seed tests.
 
+The rows beyond the RNN attentions: the Transformer and the hybrid (its encoder under the GRU decoder), both at
+equal epochs and, as ``*_time`` rows, at equal CPU time (the epochs their quiet speed buys in Bahdanau's
+time: EQUAL_TIME below), and Bahdanau with coverage.
+
 Speed is measured apart from the runs, because two runs share the machine (and whatever else runs beside
 them): --speed times 60 training steps of every variant with scripts/benchmark.py, one variant after
-another on one thread, into {out}/speed.json. The report's tokens/s come from there, and its minutes to
-convergence are the training tokens up to that epoch at that speed (validation not included). Without
+another on one thread, into {out}/speed.json, with the CPU it was measured on (another CPU measures
+afresh). The report's tokens/s come from there, and its minutes to convergence are the training tokens up to that epoch at that speed (validation not included). Without
 speed.json it shows the runs' own figures, marked *.
 """
 
@@ -54,8 +59,8 @@ VARIANTS = {
                         "model.d_model=128", "model.ffn_size=512"],
     "bahdanau_coverage": ["model/attention=bahdanau", "model.coverage=true"],  # Tu et al. (2016), neural coverage
 }
-# A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that 8 variants x 3 seeds fit in
-# about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget
+# A small model (dec_hidden = 2 x enc_hidden, as the dot scores need) so that the 8 RNN attentions x 3 seeds fit
+# in about 5-7 hours of two cores (about 2 minutes an epoch on one thread, two runs side by side); a fixed budget
 # of 12 epochs over which the cosine schedule anneals the rate from 4e-3 (calibrated: docs/attention-study.md,
 # *The budget, calibrated*), and no early stopping, so every variant gets the same training.
 EPOCHS = 12
