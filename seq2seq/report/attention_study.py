@@ -27,8 +27,9 @@ time: EQUAL_TIME below), and Bahdanau with coverage.
 Speed is measured apart from the runs, because two runs share the machine (and whatever else runs beside
 them): --speed times 60 training steps of every variant with scripts/benchmark.py, one variant after
 another on one thread, into {out}/speed.json, with the CPU it was measured on (another CPU measures
-afresh). The report's tokens/s come from there, and its minutes to convergence are the training tokens up to that epoch at that speed (validation not included). Without
-speed.json it shows the runs' own figures, marked *.
+afresh). The report's tokens/s come from there, and its minutes to convergence are the training tokens up
+to that epoch at that speed (validation not included). Without speed.json it shows the runs' own figures,
+marked *.
 """
 
 from __future__ import annotations
