@@ -226,7 +226,8 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
 
     def fake_run(cmd, **kwargs):
         calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 0, stdout='table\n{"train_tgt_tokens_per_s": 1234.56}\n', stderr="")
+        out = 'table\n{"train_fp32_tgt_tokens_per_s": 1234.56}\n'  # the key benchmark.py prints
+        return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
 
     monkeypatch.setattr(cs.subprocess, "run", fake_run)
     recipe = [o for o in ca.STUDY if not o.startswith("threads=")]  # benchmark.py's --threads sets them
@@ -237,7 +238,8 @@ def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.Mon
     assert measured == {"recipe": recipe, "cpu": here, "tokens_per_s": {"bahdanau": 999.0, "local_p": 1234.6}}
     assert len(calls) == 1  # bahdanau was measured before
     cmd = calls[0]
-    assert cmd[1].endswith("benchmark.py") and cmd[2:6] == ["--train-only", "--threads", "1", "--steps"]
+    assert cmd[1].endswith("benchmark.py") and cmd[2:8] == ["--train-only", "--threads", "1", "--precisions", "fp32",
+                                                            "--steps"]
     assert "model.attention_window=10" in cmd and "optim.lr=4e-3" in cmd
     assert not any(c.startswith("threads=") for c in cmd)
     assert json.loads((tmp_path / "speed.json").read_text()) == measured

@@ -63,13 +63,13 @@ def measure_speed(out: Path, variants: list[str], extra: list[str], steps: int =
     for name in variants:
         if name in speed["tokens_per_s"]:
             continue
-        cmd = [sys.executable, str(BENCHMARK), "--train-only", "--threads", "1",
+        cmd = [sys.executable, str(BENCHMARK), "--train-only", "--threads", "1", "--precisions", "fp32",
                "--steps", str(steps), "--", *recipe, *VARIANTS[name]]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"timing {name} failed: scripts/benchmark.py {' '.join(cmd[2:])} said\n"
                              f"{done.stderr.strip()[-2000:]}")
-        tokens_per_s = json.loads(done.stdout.strip().splitlines()[-1])["train_tgt_tokens_per_s"]
+        tokens_per_s = json.loads(done.stdout.strip().splitlines()[-1])["train_fp32_tgt_tokens_per_s"]
         speed["tokens_per_s"][name] = round(tokens_per_s, 1)
         path.write_text(json.dumps(speed, indent=1) + "\n", encoding="utf-8")
         print(f"== {name}: {tokens_per_s:.0f} target tokens/s (training, one thread)", flush=True)
