@@ -23,6 +23,7 @@ import multiprocessing as mp
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from queue import Empty
@@ -73,7 +74,8 @@ def real_shapes(cfg: Config, vocab: int, sentences: int = 200, src_len: int = 14
     return shapes
 
 
-def gemm_table(cfg: Config, vocab: int, threads: int, seconds: float = 0.7, precisions=tuple(DTYPES)) -> dict:
+def gemm_table(cfg: Config, vocab: int, threads: int, seconds: float = 0.7,
+               precisions: Sequence[str] = tuple(DTYPES)) -> dict:
     """``precisions``' square peak and their GFLOP/s at ``cfg``'s real shapes."""
     torch.set_num_threads(threads)
     result = {}

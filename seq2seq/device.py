@@ -92,6 +92,7 @@ def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
         raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (float16 training uses a gradient scaler "
                           f"there) but the device is {device}; on the CPU use train.precision=bf16 or fp32")
     if name == "bf16" and device.type == "cpu" and not native_bf16():
+        log.warning("bfloat16 is emulated on this CPU: training will run far slower than in float32")
         return name, ("train.precision=bf16, but this CPU has no native bfloat16: it is emulated, and its matrix "
                       "products run at a few per cent of float32's speed; train.precision=auto or fp32 is faster")
     if name != "auto":

@@ -54,7 +54,7 @@ class Parts:
 def build(cfg: Config, src_vocab: int, tgt_vocab: int, device: torch.device) -> Parts:
     """The model on ``device`` (the same initial weights on every rank), its optimizer and schedule."""
     precision, why = resolve_precision(cfg.train.precision, device)
-    (log.warning if "emulated" in why else log.info)("precision: %s (%s)", precision, why)
+    log.info("precision: %s (%s)", precision, why)
     seed_everything(cfg.seed)
     model = Seq2Seq(cfg.model, src_vocab, tgt_vocab).to(device)
     net: torch.nn.Module = model
