@@ -211,7 +211,7 @@ class OptimConfig:
     label_smoothing: float = 0.1
     schedule: str = "cosine"  # cosine: lr -> min_lr over the budget (train.max_*) | plateau: lr_decay on stalls |
     # noam: Vaswani et al. (2017) eq. (3), linear warm-up to lr over warmup_steps, then lr * sqrt(warmup / step)
-    warmup_steps: int = 4000  # noam only
+    warmup_steps: int = 0  # a linear rise from 0 over the first N updates: cosine (0 = none) and noam (needs N > 0)
     lr_decay: float = 0.5  # plateau only
     lr_patience: int = 1  # plateau only: validations without BLEU gain before the rate is multiplied by lr_decay
     min_lr: float = 1e-5
@@ -219,7 +219,13 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check_choice("optim.schedule", self.schedule, SCHEDULES)
-        check_positive("optim.warmup_steps", self.warmup_steps)
+        check_positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
+        if self.schedule == "noam" and not self.warmup_steps:
+            raise ConfigError("optim.schedule=noam warms up by definition (Vaswani et al. 2017, eq. 3): set "
+                              "optim.warmup_steps=N, or use optim=noam (4000)")
+        if self.schedule == "plateau" and self.warmup_steps:
+            raise ConfigError(f"optim.warmup_steps={self.warmup_steps} applies to optim.schedule=cosine and noam, "
+                              "not plateau; set optim.warmup_steps=0 or another schedule")
         check_positive("optim.coverage_loss", self.coverage_loss, allow_zero=True)
         check_positive("optim.lr", self.lr)
         check_positive("optim.min_lr", self.min_lr, allow_zero=True)

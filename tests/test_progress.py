@@ -51,3 +51,34 @@ def test_the_trainer_sets_the_noam_rate_of_the_next_step(tmp_path) -> None:
         trainer.progress.step = done
         trainer.schedule()
         assert trainer.parts.lr == pytest.approx(rate)
+
+
+def test_the_cosine_warms_up_linearly_over_warmup_steps_then_follows_the_budget(tmp_path) -> None:
+    """optim.warmup_steps=4 under the cosine: steps 1-4 take 1/4 .. 4/4 of the cosine's rate, the rest all of it;
+    0 (the default) leaves the cosine as it was."""
+    from conftest import toy_trainer
+
+    from seq2seq.training.progress import cosine_rate
+
+    for warmup in (0, 4):
+        trainer = toy_trainer(tmp_path / str(warmup), "optim.schedule=cosine", f"optim.warmup_steps={warmup}",
+                              "optim.lr=0.002", "optim.min_lr=0.0", "train.max_steps=100")
+        for done in (0, 1, 3, 4, 50):
+            trainer.progress.step = done
+            trainer.schedule()
+            cosine = cosine_rate(0.002, 0.0, done / 100)
+            expected = cosine * min(1.0, (done + 1) / warmup) if warmup else cosine
+            assert trainer.parts.lr == pytest.approx(expected)
+    assert trainer.parts.lr == pytest.approx(0.001)  # step 51 of 100: half-way down, warmed up long since
+
+
+def test_warmup_steps_is_checked_against_the_schedule(tmp_path) -> None:
+    from conftest import toy_config
+
+    from seq2seq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="noam warms up by definition.*optim.warmup_steps=N"):
+        toy_config(tmp_path, "optim.schedule=noam")
+    with pytest.raises(ConfigError, match="optim.warmup_steps=10 applies to optim.schedule=cosine and noam"):
+        toy_config(tmp_path, "optim.schedule=plateau", "optim.warmup_steps=10")
+    assert toy_config(tmp_path, "optim=noam").optim.warmup_steps == 4000

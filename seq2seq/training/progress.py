@@ -107,6 +107,12 @@ def cosine_rate(peak: float, floor: float, used: float) -> float:
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * used))
 
 
+def warmup_rate(rate: float, warmup: int, step: int) -> float:
+    """``rate`` scaled by a linear rise over the first ``warmup`` updates (``step`` counts from 1): step / warmup of
+    it until then, all of it after (Goyal et al. 2017's gradual warm-up); ``warmup`` 0 leaves it as it is."""
+    return rate * min(1.0, max(step, 1) / warmup) if warmup else rate
+
+
 def noam_rate(peak: float, warmup: int, step: int) -> float:
     """The rate of update ``step`` (from 1) under Vaswani et al. (2017)'s eq. (3), d_model^-0.5 min(step^-0.5,
     step warmup^-1.5), written with its peak: ``peak`` min(step / warmup, sqrt(warmup / step)), a linear rise to

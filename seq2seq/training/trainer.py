@@ -32,6 +32,7 @@ from seq2seq.training.progress import (
     cosine_rate,
     noam_rate,
     spent_budgets,
+    warmup_rate,
 )
 from seq2seq.training.run_checkpoints import RunCheckpoints
 from seq2seq.training.step import OptimizerStep, build
@@ -135,11 +136,13 @@ class Trainer:
         return self.validate_round()
 
     def schedule(self) -> None:
-        """optim.schedule=cosine or noam: the next step's rate, from where the run is (a resume continues it)."""
+        """optim.schedule=cosine (times optim.warmup_steps' linear rise) or noam: the next step's rate, from where the run
+        is (a resume continues it)."""
         o = self.cfg.optim
         if o.schedule == "cosine":
             used = budget_used(self.cfg.train, self.progress, self.epoch_batches, self.clock.agreed_s)
-            self.parts.set_lr(cosine_rate(o.lr, o.min_lr, used))
+            rate = cosine_rate(o.lr, o.min_lr, used)
+            self.parts.set_lr(warmup_rate(rate, o.warmup_steps, self.progress.step + 1))
         elif o.schedule == "noam":
             self.parts.set_lr(noam_rate(o.lr, o.warmup_steps, self.progress.step + 1))
 
