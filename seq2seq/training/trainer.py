@@ -136,8 +136,8 @@ class Trainer:
         return self.validate_round()
 
     def schedule(self) -> None:
-        """optim.schedule=cosine (times optim.warmup_steps' linear rise) or noam: the next step's rate, from where the run
-        is (a resume continues it)."""
+        """optim.schedule=cosine (times optim.warmup_steps' linear rise) or noam: the next step's rate, from where
+        the run is (a resume continues it)."""
         o = self.cfg.optim
         if o.schedule == "cosine":
             used = budget_used(self.cfg.train, self.progress, self.epoch_batches, self.clock.agreed_s)
