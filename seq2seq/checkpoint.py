@@ -67,10 +67,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config in today's terms. Until optim.warmup_steps warmed up the cosine too (commit a7aa347) its
+    default was noam's 4000, stored in every checkpoint and read by noam alone: outside noam it meant no warm-up,
+    so it becomes 0 there. (A cosine run that asked for exactly 4000 since is read back as 0 too; that view only
+    feeds what a resume compares, as training follows the command line's settings.)"""
+    optim = config.get("optim")
+    if isinstance(optim, dict) and optim.get("schedule") != "noam" and optim.get("warmup_steps") == 4000:
+        config = {**config, "optim": {**optim, "warmup_steps": 0}}
+    return config
+
+
 def checkpoint_config(payload: dict[str, Any], path: str | Path = "checkpoint") -> Config:
-    """The config inside a checkpoint, validated against the schema before use."""
+    """The config inside a checkpoint (``upgraded``), validated against the schema before use."""
     try:
-        return to_dataclass(payload["config"], Config)
+        return to_dataclass(upgraded(payload["config"]), Config)
     except (KeyError, Seq2SeqError) as err:
         raise CheckpointError(f"{path}: the config inside is invalid ({err})") from None
 

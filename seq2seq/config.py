@@ -209,9 +209,10 @@ class OptimConfig:
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
-    schedule: str = "cosine"  # cosine: lr -> min_lr over the budget (train.max_*) | plateau: lr_decay on stalls |
-    # noam: Vaswani et al. (2017) eq. (3), linear warm-up to lr over warmup_steps, then lr * sqrt(warmup / step)
-    warmup_steps: int = 0  # a linear rise from 0 over the first N updates: cosine (0 = none) and noam (needs N > 0)
+    # cosine: lr -> min_lr over the budget (train.max_*) | plateau: lr_decay on stalls | noam: Vaswani et al. (2017)
+    # eq. (3), a linear rise to lr over warmup_steps, then lr * sqrt(warmup / step)
+    schedule: str = "cosine"
+    warmup_steps: int = 0  # update k <= N gets k/N of the rate: cosine (0 = no warm-up) and noam (needs N > 0)
     lr_decay: float = 0.5  # plateau only
     lr_patience: int = 1  # plateau only: validations without BLEU gain before the rate is multiplied by lr_decay
     min_lr: float = 1e-5
@@ -222,10 +223,12 @@ class OptimConfig:
         check_positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
         if self.schedule == "noam" and not self.warmup_steps:
             raise ConfigError("optim.schedule=noam warms up by definition (Vaswani et al. 2017, eq. 3): set "
-                              "optim.warmup_steps=N, or use optim=noam (4000)")
+                              "optim.warmup_steps=N (optim=noam sets 4000, unless an experiment= recipe sets "
+                              "another schedule after it)")
         if self.schedule == "plateau" and self.warmup_steps:
             raise ConfigError(f"optim.warmup_steps={self.warmup_steps} applies to optim.schedule=cosine and noam, "
-                              "not plateau; set optim.warmup_steps=0 or another schedule")
+                              "not plateau; set optim.warmup_steps=0 or another schedule (optim=noam sets 4000, and "
+                              "an experiment= recipe may set schedule=plateau after it)")
         check_positive("optim.coverage_loss", self.coverage_loss, allow_zero=True)
         check_positive("optim.lr", self.lr)
         check_positive("optim.min_lr", self.min_lr, allow_zero=True)

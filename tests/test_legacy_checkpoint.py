@@ -57,3 +57,21 @@ def test_it_resumes_with_a_larger_budget(toy_data: Path, tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr
     assert "continuing the finished run" in out.stderr
     assert load_checkpoint(run / "last.pt")["progress"]["step"] == 8
+
+
+@pytest.mark.parametrize(("schedule", "stored", "read"), [("plateau", 4000, 0), ("cosine", 4000, 0),
+                                                            ("noam", 4000, 4000), ("cosine", 200, 200)])
+def test_the_old_default_warm_up_is_read_as_none_outside_noam(tmp_path: Path, schedule: str, stored: int,
+                                                               read: int) -> None:
+    """Checkpoints from before the cosine's warm-up stored optim.warmup_steps=4000, the default only noam read:
+    a plateau one (experiment=toy's) must still load, and outside noam that 4000 reads as no warm-up."""
+    import torch
+
+    from seq2seq.checkpoint import checkpoint_config
+
+    payload = load_checkpoint(FIXTURE)
+    payload["config"]["optim"] |= {"schedule": schedule, "warmup_steps": stored}
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+    assert checkpoint_config(load_checkpoint(path), path).optim.warmup_steps == read
+    assert load_model(path)[2].optim.warmup_steps == read  # what evaluate, translate and serve load
