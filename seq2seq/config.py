@@ -258,10 +258,10 @@ class TrainConfig:
     heartbeat_seconds: float | None = 30.0  # when stderr is no terminal: a line (step, speed, ETA) this often
     max_bad_steps: int = 5  # non-finite losses in a row before training stops
     accumulate: int = 1  # batches per optimizer step (per process): effective batch = batch x world x accumulate
-    # fp32 | auto: bf16 on a CPU that computes it natively, fp32 elsewhere, the choice logged (not the default yet:
-    # its BLEU in the same hour is unmeasured; docs/results.md, "bfloat16") | bf16 | fp16 (autocast; fp16 only on
-    # CUDA, with a gradient scaler)
-    precision: str = "fp32"
+    # auto: bf16 on a CPU that computes it natively, fp32 elsewhere, the choice logged (bf16 measured faster and no
+    # worse in the same hour: docs/results.md, "bfloat16") | fp32 | bf16 | fp16 (autocast; fp16 only on CUDA,
+    # with a gradient scaler)
+    precision: str = "auto"
     keep_checkpoints: int | None = None  # keep the newest N validation checkpoints as ckpt.step{N}.pt (weights only)
     average_at_end: bool = False  # when training ends, average the kept checkpoints into avg.pt
 

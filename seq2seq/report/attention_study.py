@@ -67,7 +67,7 @@ VARIANTS = {
 EPOCHS = 12
 STUDY = ["model.emb_size=128", "model.enc_hidden=128", "model.dec_hidden=256", "model.attention_size=256",
          "model.dropout=0.2", "optim.lr=4e-3", "train.max_minutes=null", f"train.max_epochs={EPOCHS}",
-         "train.patience=100", "threads=1"]
+         "train.patience=100", "threads=1", "train.precision=fp32"]  # every row in float32, whatever the CPU
 # Equal CPU time (a Transformer does more per epoch, or less, than a GRU): the variant trained for the epochs its
 # quiet speed covers in the time Bahdanau's EPOCHS take (speed.json, measured on one machine), the cosine
 # annealed over them; a row of its own beside the variant's equal-epochs row.
