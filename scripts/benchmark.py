@@ -130,7 +130,8 @@ def _train_phase(cfg: Config, warmup: int, steps: int, queue: mp.Queue) -> None:
 
 def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int, precision: str,
                   queue: mp.Queue) -> None:
-    """Decode ``sentences`` test lines with ``precision``: fp32, bf16 (autocast) or int8 (quantize=int8)."""
+    """Decode ``sentences`` validation lines with ``precision``: fp32, bf16 (autocast) or int8 (quantize=int8).
+    Validation, not test: the BLEU it prints for a candidate checkpoint must not be a look at the test set."""
     from seq2seq.checkpoint import load_model
     from seq2seq.data.corpus import split_lines
     from seq2seq.inference.bleu import corpus_scores
@@ -150,7 +151,7 @@ def _decode_phase(cfg: Config, checkpoint: str | None, sentences: int, beam: int
         from seq2seq.inference.quantize import quantize
 
         model = quantize(model, "int8", torch.device("cpu"))
-    src, ref = split_lines(data, data.test_split, sentences)
+    src, ref = split_lines(data, data.valid_split, sentences)
     decode = replace(cfg.decode, beam_size=beam, nbest=1)
     ids = tok.encode_src(src)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
