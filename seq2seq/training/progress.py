@@ -119,7 +119,7 @@ def noam_rate(peak: float, warmup: int, step: int) -> float:
     ``peak`` at step ``warmup``, then the inverse square root of the step (eq. 3 is this with peak =
     (d_model warmup)^-0.5: 7.0e-4 for their d_model 512 and 4000 warm-up steps)."""
     step = max(step, 1)
-    return peak * min(step / warmup, math.sqrt(warmup / step))
+    return warmup_rate(peak * min(1.0, math.sqrt(warmup / step)), warmup, step)  # the cosine's warm-up rise
 
 
 def seed_everything(seed: int) -> None:

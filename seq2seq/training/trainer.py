@@ -138,13 +138,12 @@ class Trainer:
     def schedule(self) -> None:
         """optim.schedule=cosine (times optim.warmup_steps' linear rise) or noam: the next step's rate, from where
         the run is (a resume continues it)."""
-        o = self.cfg.optim
+        o, update = self.cfg.optim, self.progress.step + 1
         if o.schedule == "cosine":
             used = budget_used(self.cfg.train, self.progress, self.epoch_batches, self.clock.agreed_s)
-            rate = cosine_rate(o.lr, o.min_lr, used)
-            self.parts.set_lr(warmup_rate(rate, o.warmup_steps, self.progress.step + 1))
+            self.parts.set_lr(warmup_rate(cosine_rate(o.lr, o.min_lr, used), o.warmup_steps, update))
         elif o.schedule == "noam":
-            self.parts.set_lr(noam_rate(o.lr, o.warmup_steps, self.progress.step + 1))
+            self.parts.set_lr(noam_rate(o.lr, o.warmup_steps, update))
 
     def after_step(self) -> bool:
         """Periodic validation / saving inside the epoch, and the step and time limits."""
