@@ -120,3 +120,34 @@ def test_quick_benchmark_reports_every_number() -> None:
         assert not any("bf16" in key for key in result if key != "native_bf16"), "bf16 timed on a CPU without it"
         assert "no native bfloat16" in out.stderr
     assert result["params"] == 12270400  # JoeyNMT's reference architecture: 12.26 M in its own count
+
+
+def test_benchmark_decodes_validation_lines_not_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The BLEU the benchmark prints for a candidate checkpoint must be no look at the test set: its decoding
+    phase reads ``data.valid_split``. The corpus is faked (no data needed); the phase stops at the read."""
+    import importlib.util
+    import types
+
+    import seq2seq.data.corpus as corpus_module
+    from seq2seq.cli.schemas import compose
+
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    read = []
+
+    class Stop(Exception):
+        pass
+
+    def split_lines(data, split, count=None, directory=None):
+        read.append(split)
+        raise Stop
+
+    tokenizer = types.SimpleNamespace(src_vocab_size=20, tgt_vocab_size=20)
+    monkeypatch.setattr(corpus_module, "load_corpus", lambda data: types.SimpleNamespace(tokenizer=tokenizer))
+    monkeypatch.setattr(corpus_module, "split_lines", split_lines)
+    monkeypatch.setattr(benchmark.cpu, "setup", lambda threads: None)
+    cfg = compose(["model.emb_size=8", "model.enc_hidden=8", "model.dec_hidden=8", "model.attention_size=8"])
+    with pytest.raises(Stop):
+        benchmark._decode_phase(cfg, None, 10, 1, "fp32", None)
+    assert read == [cfg.data.valid_split] and cfg.data.valid_split != cfg.data.test_split
