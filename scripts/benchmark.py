@@ -28,13 +28,16 @@ from dataclasses import replace
 from pathlib import Path
 from queue import Empty
 
-import torch
-
 from seq2seq import cpu
-from seq2seq.cli.schemas import compose
-from seq2seq.config import Config
-from seq2seq.device import cpu_name, native_bf16
-from seq2seq.nn.flops import forward_flops
+
+cpu.openmp_defaults()  # before torch is imported, as seq2seq-train does: OpenMP reads its settings once (cpu.py)
+
+import torch  # noqa: E402
+
+from seq2seq.cli.schemas import compose  # noqa: E402
+from seq2seq.config import Config  # noqa: E402
+from seq2seq.device import cpu_name, native_bf16  # noqa: E402
+from seq2seq.nn.flops import forward_flops  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

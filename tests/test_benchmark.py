@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_benchmark_decodes_validation_lines_not_test(monkeypatch: pytest.MonkeyP
     import seq2seq.data.corpus as corpus_module
     from seq2seq.cli.schemas import compose
 
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the script sets OpenMP's defaults when imported
     spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
@@ -151,3 +153,17 @@ def test_benchmark_decodes_validation_lines_not_test(monkeypatch: pytest.MonkeyP
     with pytest.raises(Stop):
         benchmark._decode_phase(cfg, None, 10, 1, "fp32", None)
     assert read == [cfg.data.valid_split] and cfg.data.valid_split != cfg.data.test_split
+
+
+def test_benchmark_sets_openmps_defaults_before_torch_starts() -> None:
+    """OpenMP reads its wait policy once, when torch is imported: the benchmark must time what seq2seq-train
+    runs with, so it sets the defaults first (seq2seq/cpu.py)."""
+    probe = ("import sys\nfrom seq2seq import cpu\nreal = cpu.openmp_defaults\n"
+             "def spy(*a, **k):\n    print('torch imported first:', 'torch' in sys.modules)\n    return real(*a, **k)\n"
+             "cpu.openmp_defaults = spy\nsys.path.insert(0, 'scripts')\nimport benchmark\nimport os\n"
+             "print('set:', os.environ.get('OMP_WAIT_POLICY') or os.environ.get('GOMP_SPINCOUNT'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch imported first: False" in out.stdout and "set: None" not in out.stdout, out.stdout
