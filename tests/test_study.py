@@ -310,3 +310,20 @@ def test_the_seed_paired_bootstrap_resamples_sentences_not_seeds() -> None:
     assert one[0] == three[0] and abs(one[1] - three[1]) < 1e-9 and one[1] > 0 and one[0] < 0.05
     same, diff = seed_paired_bootstrap([worse, better], [better, worse], refs, samples=300)
     assert abs(diff) < 1e-9 and same > 0.5
+
+
+def test_running_one_seed_keeps_the_other_seeds_in_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    data = fake_test_set(tmp_path)
+    out = tmp_path / "study"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "bahdanau_s2.json").write_text(json.dumps(fake_run(data, 31.0, 2)))  # an earlier sitting's
+
+    def run_one(name, seed, out, runs, extra):
+        (out / "runs" / f"{name}_s{seed}.json").write_text(json.dumps(fake_run(data, 30.0, seed)))
+
+    monkeypatch.setattr(cs, "run_one", run_one)
+    monkeypatch.setattr(sys, "argv", ["compare_attention.py", "--out", str(out), "--runs", str(tmp_path / "runs"),
+                                      "--variants", "bahdanau", "--seeds", "1"])
+    cs.main()
+    assert "| bahdanau | 2 |" in capsys.readouterr().out  # seed 1 just run, seed 2 from before

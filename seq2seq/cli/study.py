@@ -37,6 +37,13 @@ def train(name: str, seed: int, runs: Path, extra: list[str], out: Path) -> Path
     return run
 
 
+def seeds_found(out: Path, asked: list[int]) -> list[int]:
+    """The seeds a report covers: those asked for and every seed with a summary in {out}/runs, so that running
+    one seed does not rebuild the report without the others."""
+    found = {int(tail) for p in (out / "runs").glob("*_s*.json") if (tail := p.stem.rpartition("_s")[2]).isdigit()}
+    return sorted(found | set(asked))
+
+
 def run_one(name: str, seed: int, out: Path, runs: Path, extra: list[str]) -> None:
     result = out / "runs" / f"{name}_s{seed}.json"
     if result.exists():
@@ -110,7 +117,7 @@ def main() -> None:
                     print(f"== {n} seed {s}: FAILED: {e}", flush=True)
                     failed.append(f"{n} seed {s}")
     try:
-        print(report(out, args.seeds) and (out / "results.md").read_text())
+        print(report(out, seeds_found(out, args.seeds)) and (out / "results.md").read_text())
     finally:  # also when the report itself stops (no finished run, a damaged summary)
         if failed:
             print(f"{len(failed)} run(s) failed ({', '.join(failed)}); their errors are above. Fix the cause and "
