@@ -85,9 +85,9 @@ def cpu_name() -> str:
 def resolve_precision(name: str, device: torch.device) -> tuple[str, str]:
     """What ``train.precision=name`` trains in on ``device``: (fp32 | bf16 | fp16, the reason, for the log).
 
-    ``auto`` is bf16 on a CPU that computes it natively, where it trained the default model 1.4-1.6x faster
-    than float32 on an AMD EPYC and 1.09-1.14x on an Intel Xeon with AMX (docs/results.md, "bfloat16"), and
-    float32 elsewhere: emulated bf16 is slower than float32, and on GPUs it was not measured."""
+    ``auto`` is bf16 on a CPU that computes it natively, where it trained the default model faster than float32
+    on every such CPU measured (docs/results.md, "bfloat16", holds the ratios), and float32 elsewhere: emulated
+    bf16 is slower than float32, and on GPUs it was not measured."""
     if name == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision=fp16 needs a CUDA GPU (float16 training uses a gradient scaler "
                           f"there) but the device is {device}; on the CPU use train.precision=bf16 or fp32")
