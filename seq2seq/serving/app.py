@@ -189,6 +189,29 @@ def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
                   description="RNN-attention translation: POST /translate, GET /info, GET /health; the page at /")
     _add_error_handlers(app, cfg)
     app.add_middleware(Guard, cfg=cfg)
+    app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True,
+             summary="Translate sentences")(_translate_endpoint(by_name, batchers, cfg))
+
+    @app.get("/health", summary="Is the server up")
+    async def health() -> dict:
+        return {"status": "ok", "queued": sum(b.queued for b in batchers.values())}
+
+    @app.get("/info", summary="The model(s), decode defaults and limits")
+    async def info() -> dict:
+        return {**models[0].info(), "compare": models[1].info() if len(models) > 1 else None,
+                "limits": _limits(models[0], cfg), "version": __version__}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE / "index.html")
+
+    app.mount("/static", StaticFiles(directory=PAGE), name="static")
+    return app
+
+
+def _translate_endpoint(by_name: dict[str, Model], batchers: dict[str, Batcher], cfg: ServeConfig):
+    """POST /translate: check the request against its model, queue it on that model's batcher, render the
+    answer (and its attention) off the event loop."""
     body_model = request_model(cfg)
 
     async def translate(body: body_model) -> Response:  # type: ignore[valid-type]
@@ -210,28 +233,15 @@ def create_app(models: list[Model], cfg: ServeConfig) -> FastAPI:
                                           translator if body.layers else None)
         return Response(payload, media_type="application/json")
 
-    app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True,
-             summary="Translate sentences")(translate)
+    return translate
 
-    @app.get("/health", summary="Is the server up")
-    async def health() -> dict:
-        return {"status": "ok", "queued": sum(b.queued for b in batchers.values())}
 
-    @app.get("/info", summary="The model(s), decode defaults and limits")
-    async def info() -> dict:
-        limits = {"max_sentences": cfg.max_sentences, "max_chars": cfg.max_chars, "max_beam": cfg.max_beam,
-                  "max_src_len": models[0].translator.max_src_len, "max_src_len_policy": cfg.max_src_len_policy,
-                  "max_body_bytes": cfg.body_limit, "max_queue": cfg.max_queue,
-                  "request_timeout_s": cfg.request_timeout_s, "max_attention_cells": cfg.max_attention_cells}
-        return {**models[0].info(), "compare": models[1].info() if len(models) > 1 else None,
-                "limits": limits, "version": __version__}
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(PAGE / "index.html")
-
-    app.mount("/static", StaticFiles(directory=PAGE), name="static")
-    return app
+def _limits(main: Model, cfg: ServeConfig) -> dict:
+    """The bounds on a client's work that /info reports."""
+    return {"max_sentences": cfg.max_sentences, "max_chars": cfg.max_chars, "max_beam": cfg.max_beam,
+            "max_src_len": main.translator.max_src_len, "max_src_len_policy": cfg.max_src_len_policy,
+            "max_body_bytes": cfg.body_limit, "max_queue": cfg.max_queue,
+            "request_timeout_s": cfg.request_timeout_s, "max_attention_cells": cfg.max_attention_cells}
 
 
 def _add_error_handlers(app: FastAPI, cfg: ServeConfig) -> None:
