@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from functools import partial
@@ -121,11 +122,16 @@ def test_paired_bootstrap_is_sacrebleus_with_the_baseline_first(monkeypatch: pyt
 
 def test_the_study_summarizes_a_run(toy_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "run.json"
+    run = tmp_path / "run"  # a copy, with the overrides Hydra records for a run started from the command line
+    shutil.copytree(toy_run, run)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- model.dropout=0.1\n- seed=3\n", encoding="utf-8")
     script = ROOT / "scripts" / "compare_attention.py"
-    proc = subprocess.run([sys.executable, str(script), "--summarize", str(toy_run), str(out)],
+    proc = subprocess.run([sys.executable, str(script), "--summarize", str(run), str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(out.read_text())
+    assert summary["overrides"] == ["model.dropout=0.1", "seed=3"]
     assert summary["test_bleu"] > 90 and len(summary["hypotheses"]) == len(summary["src_lengths"])
     assert 0 < summary["diagonal"] <= 1 and summary["entropy"] >= 0
     assert summary["heatmaps"] and summary["heatmaps"][0]["line"] == 3
@@ -219,6 +225,33 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
     assert json.loads((out / "results.json").read_text())[1]["variant"] == "luong_dot"
     for figure in ("valid_bleu.png", "bleu_by_length.png", "heatmaps.png"):
         assert (out / figure).stat().st_size > 0
+
+
+def test_the_report_checks_each_summarys_settings_against_the_recipe(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A summary records its run's overrides: the report takes it when they are its row's recipe (the run's own
+    seed and resume aside), stops on one trained with other settings, and names those from before the record."""
+    data = fake_test_set(tmp_path)
+    out = tmp_path / "study"
+    (out / "runs").mkdir(parents=True)
+    recipe = ca.overrides("bahdanau", {})
+    summaries = {"bahdanau_s1": {**fake_run(data, 30.0, 1), "overrides": [*recipe, "seed=1", "resume=true"]},
+                 "bahdanau_s2": fake_run(data, 31.0, 2)}  # an older summary: no overrides recorded
+    for name, summary in summaries.items():
+        (out / "runs" / f"{name}.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(ca, "paired_bootstrap", lambda *a, **k: {})
+    monkeypatch.setattr(ca, "seed_paired_bootstrap", lambda *a, **k: (0.5, 0.0))
+    assert [r["seeds"] for r in ca.report(out, [1, 2])] == [[1, 2]]
+    table = (out / "results.md").read_text()
+    assert "from before each run's summary recorded its settings: 1 runs (bahdanau seeds 2)" in table
+    with pytest.raises(SystemExit, match=r"bahdanau_s1.json was trained with other settings .*nothing more "
+                                         r"instead of model.dropout=0.3"):
+        ca.report(out, [1, 2], ["model.dropout=0.3"])  # the study asked for more than the run had
+    # a run of another row's settings (here bahdanau's) under luong_dot's name
+    (out / "runs" / "luong_dot_s1.json").write_text(json.dumps({**summaries["bahdanau_s1"]}))
+    with pytest.raises(SystemExit, match=r"luong_dot_s1.json was trained with other settings .*"
+                                         r"model/attention=bahdanau instead of model/attention=luong_dot\. Move it"):
+        ca.report(out, [1, 2])
 
 
 def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def main() -> None:
                     print(f"== {n} seed {s}: FAILED: {e}", flush=True)
                     failed.append(f"{n} seed {s}")
     try:
-        print(report(out, seeds_found(out, args.seeds)) and (out / "results.md").read_text())
+        print(report(out, seeds_found(out, args.seeds), args.extra) and (out / "results.md").read_text())
     finally:  # also when the report itself stops (no finished run, a damaged summary)
         if failed:
             print(f"{len(failed)} run(s) failed ({', '.join(failed)}); their errors are above. Fix the cause and "

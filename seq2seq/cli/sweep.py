@@ -18,6 +18,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from seq2seq.training.metrics import run_overrides
+
 SWEEP_DIRS: list[Path] = []  # the sweep directories the jobs of this process ran in, in order
 
 
@@ -51,11 +53,9 @@ def best_bleu(run_dir: Path) -> float | None:
 
 
 def overrides(run_dir: Path) -> list[str]:
-    """The job's own command-line overrides, from Hydra's ``.hydra/overrides.yaml``."""
-    from omegaconf import OmegaConf
-
-    path = run_dir / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else [run_dir.name]
+    """The job's own command-line overrides (its directory's name when Hydra recorded none)."""
+    recorded = run_overrides(run_dir)
+    return [run_dir.name] if recorded is None else recorded
 
 
 def jobs(sweep_dir: Path) -> tuple[list[str], list[tuple[str, float | None, str]]]:

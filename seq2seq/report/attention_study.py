@@ -108,6 +108,7 @@ def summarize(run: Path, out_json: Path) -> None:
     from seq2seq.inference.bleu import corpus_scores
     from seq2seq.inference.translator import Translator
     from seq2seq.report.study import attention_entropy, diagonal_mass
+    from seq2seq.training.metrics import run_overrides
 
     cpu.setup(1)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -137,6 +138,7 @@ def summarize(run: Path, out_json: Path) -> None:
         "diagonal": statistics.fmean(diagonal_mass(m) for m in maps) if maps else None,
         "src_lengths": [len(r.src_pieces) for r in results], "hypotheses": hyps, "heatmaps": heatmaps,
         "test": [data.dir, data.test_split, data.src_lang, data.tgt_lang],
+        "overrides": run_overrides(run),  # what it was trained with: the report checks them against the recipe
     }
     atomic_write(out_json, json.dumps(summary).encode("utf-8"))  # a kill mid-write must not leave a "done" run
 
@@ -196,8 +198,26 @@ def finished_run(path: Path) -> dict:
     return summary
 
 
-def report(out: Path, seeds: list[int]) -> list[dict]:
-    """Aggregate the finished runs into results.json / results.md and the figures."""
+RUN_OWN = ("seed=", "resume=", "hydra.")  # overrides that name the run, not the recipe
+
+
+def check_recipe(path: Path, summary: dict, recipe: list[str]) -> bool:
+    """Whether ``summary`` records the overrides it was trained with (older summaries do not); one recorded
+    with other settings than ``recipe`` (the row's today) stops the report: it is another experiment."""
+    if summary.get("overrides") is None:
+        return False
+    trained = {o for o in summary["overrides"] if not o.startswith(RUN_OWN)}
+    if trained != set(recipe):
+        raise SystemExit(f"{path} was trained with other settings than the study's recipe for its row: "
+                         f"{' '.join(sorted(trained - set(recipe))) or 'nothing more'} instead of "
+                         f"{' '.join(sorted(set(recipe) - trained)) or 'nothing more'}. Move it out of "
+                         f"{path.parent} (to keep it as a calibration run) or delete it, and run the study again")
+    return True
+
+
+def report(out: Path, seeds: list[int], extra: list[str] = ()) -> list[dict]:
+    """Aggregate the finished runs into results.json / results.md and the figures; ``extra``: the overrides
+    the runs were given beyond the recipe (the study's command line after --)."""
     from seq2seq.data.corpus import read_parallel
     from seq2seq.report.study_plots import plot_by_length, plot_curves, plot_heatmaps
 
@@ -205,15 +225,19 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
             if (out / "runs" / f"{n}_s{s}.json").exists()}
     if not done:
         raise SystemExit(f"no finished runs in {out / 'runs'} yet")
+    speed_json = read_json(out / "speed.json", "delete it and run --speed again") \
+        if (out / "speed.json").exists() else {}
+    unchecked: dict[str, list[int]] = {}  # variant -> its seeds whose summaries predate the record
+    for (n, s), r in done.items():
+        if not check_recipe(out / "runs" / f"{n}_s{s}.json", r, [*overrides(n, speed_json), *extra]):
+            unchecked.setdefault(n, []).append(s)
     splits = {tuple(r["test"]) for r in done.values()}
     if len(splits) > 1:
         raise SystemExit(f"the runs were tested on different splits ({sorted(splits)}); redo the odd ones")
     _, ref = read_parallel(*splits.pop())
     if any(len(r["hypotheses"]) != len(ref) for r in done.values()):
         raise SystemExit("a run's test hypotheses do not match the test split's length; redo it")
-    speed = {}
-    if (out / "speed.json").exists():
-        speed = read_json(out / "speed.json", "delete it and run --speed again")["tokens_per_s"]
+    speed = speed_json.get("tokens_per_s", {})
     rows = []
     for name in ROWS:
         mine = [(s, done[name, s]) for s in seeds if (name, s) in done]
@@ -243,7 +267,7 @@ def report(out: Path, seeds: list[int]) -> list[dict]:
         })
     (out / "results.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "heatmaps"} for r in rows],
                                                   indent=1), encoding="utf-8")
-    (out / "results.md").write_text(table(rows, cpu_hours(list(done.values()))), encoding="utf-8")
+    (out / "results.md").write_text(table(rows, cpu_hours(list(done.values())), unchecked), encoding="utf-8")
     plot_curves(rows, out / "valid_bleu.png")
     plot_by_length(rows, out / "bleu_by_length.png")
     plot_heatmaps(rows, out / "heatmaps.png")
@@ -264,7 +288,7 @@ def cpu_hours(runs: list[dict]) -> float:
     return sum(r["curve"][-1][0] for r in runs) / 60
 
 
-def table(rows: list[dict], hours: float | None = None) -> str:
+def table(rows: list[dict], hours: float | None = None, unchecked: dict[str, list[int]] | None = None) -> str:
     lines = ["| attention | seeds | params | best valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
              "test BLEU − bahdanau | p, sentences resampled, all seeds | seeds vs bahdanau's | "
              "p per seed (max) | target tokens/s | epochs to converge | "
@@ -298,4 +322,8 @@ def table(rows: list[dict], hours: float | None = None) -> str:
                      "(each run on one thread: the wall clock of its training and validation while its process ran, "
                      "beside the other runs; not counted: test decoding, time between sittings, work lost to a "
                      "kill)")
+    if unchecked:
+        runs = "; ".join(f"{n} seeds {', '.join(map(str, seeds))}" for n, seeds in unchecked.items())
+        lines.append(f"\nNot checked against the recipe, from before each run's summary recorded its settings: "
+                     f"{sum(map(len, unchecked.values()))} runs ({runs})")
     return "\n".join(lines) + "\n"

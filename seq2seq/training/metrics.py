@@ -1,4 +1,5 @@
-"""What a run records: metrics.jsonl and timing.jsonl (always), TensorBoard scalars (when installed).
+"""What a run records: metrics.jsonl and timing.jsonl (always), TensorBoard scalars (when installed); and
+reading back the command-line overrides Hydra records beside them (``.hydra/overrides.yaml``).
 
 Only the main process (rank 0) writes; on the other ranks every method does nothing.
 """
@@ -14,6 +15,15 @@ from seq2seq.files import atomic_write
 from seq2seq.training import distributed
 
 log = logging.getLogger(__name__)
+
+
+def run_overrides(run_dir: Path) -> list[str] | None:
+    """The run's own command-line overrides, as Hydra recorded them in ``.hydra/overrides.yaml`` (the last
+    start's, for a resumed run); None when the run directory has no such file."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else None
 
 
 def _summary_writer(directory: Path) -> Any:
