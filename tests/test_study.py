@@ -230,28 +230,40 @@ def test_the_report_pools_the_seeds_and_pairs_them_with_bahdanaus(tmp_path: Path
 def test_the_report_checks_each_summarys_settings_against_the_recipe(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A summary records its run's overrides: the report takes it when they are its row's recipe (the run's own
-    seed and resume aside), stops on one trained with other settings, and names those from before the record."""
+    seed and resume aside; an equal-time row's epochs from speed.json), stops on every one trained with other
+    settings, naming them all, and names those from before the record."""
     data = fake_test_set(tmp_path)
     out = tmp_path / "study"
     (out / "runs").mkdir(parents=True)
-    recipe = ca.overrides("bahdanau", {})
-    summaries = {"bahdanau_s1": {**fake_run(data, 30.0, 1), "overrides": [*recipe, "seed=1", "resume=true"]},
-                 "bahdanau_s2": fake_run(data, 31.0, 2)}  # an older summary: no overrides recorded
+    speed = {"tokens_per_s": {"bahdanau": 1000.0, "transformer": 750.0}}  # 12 epochs x 0.75: 9 for the Transformer
+    (out / "speed.json").write_text(json.dumps(speed))
+    bahdanau = {**fake_run(data, 30.0, 1), "overrides": [*ca.overrides("bahdanau", {}), "seed=1", "resume=true"]}
+    time_row = ca.overrides("transformer_time", speed)
+    assert "train.max_epochs=9" in time_row
+    summaries = {"bahdanau_s1": bahdanau, "bahdanau_s2": fake_run(data, 31.0, 2),  # no overrides: an older one
+                 "transformer_time_s1": {**fake_run(data, 29.0, 1), "overrides": [*time_row, "seed=1"]}}
     for name, summary in summaries.items():
         (out / "runs" / f"{name}.json").write_text(json.dumps(summary))
-    monkeypatch.setattr(ca, "paired_bootstrap", lambda *a, **k: {})
+    monkeypatch.setattr(ca, "paired_bootstrap", lambda base, systems, *a, **k: {systems[0][0]: 0.5})
     monkeypatch.setattr(ca, "seed_paired_bootstrap", lambda *a, **k: (0.5, 0.0))
-    assert [r["seeds"] for r in ca.report(out, [1, 2])] == [[1, 2]]
-    table = (out / "results.md").read_text()
-    assert "from before each run's summary recorded its settings: 1 runs (bahdanau seeds 2)" in table
-    with pytest.raises(SystemExit, match=r"bahdanau_s1.json was trained with other settings .*nothing more "
-                                         r"instead of model.dropout=0.3"):
-        ca.report(out, [1, 2], ["model.dropout=0.3"])  # the study asked for more than the run had
-    # a run of another row's settings (here bahdanau's) under luong_dot's name
-    (out / "runs" / "luong_dot_s1.json").write_text(json.dumps({**summaries["bahdanau_s1"]}))
-    with pytest.raises(SystemExit, match=r"luong_dot_s1.json was trained with other settings .*"
-                                         r"model/attention=bahdanau instead of model/attention=luong_dot\. Move it"):
+    assert [r["seeds"] for r in ca.report(out, [1, 2])] == [[1, 2], [1]]
+    assert "its settings: 1 run (bahdanau seed 2)" in (out / "results.md").read_text()
+    # speed.json measured again, slower: the equal-time row is no longer Bahdanau's time
+    (out / "speed.json").write_text(json.dumps({"tokens_per_s": {"bahdanau": 1000.0, "transformer": 500.0}}))
+    with pytest.raises(SystemExit, match=r"1 summary was .*\n  .*transformer_time_s1.json: trained with "
+                                         r"train.max_epochs=9; the recipe has train.max_epochs=6\n"):
         ca.report(out, [1, 2])
+    (out / "speed.json").write_text(json.dumps(speed))
+    # a run of bahdanau's settings under luong_dot's name, and a study asked for with more than its runs had
+    (out / "runs" / "luong_dot_s1.json").write_text(json.dumps(bahdanau))
+    with pytest.raises(SystemExit) as stop:
+        ca.report(out, [1, 2], ["model.dropout=0.3"])
+    lines = str(stop.value).splitlines()
+    assert lines[0].startswith("3 summaries were trained with other settings")
+    assert re.search(r"bahdanau_s1.json: trained with \(nothing else\); the recipe has model.dropout=0.3$", lines[1])
+    assert re.search(r"luong_dot_s1.json: trained with model/attention=bahdanau; the recipe has model.dropout=0.3 "
+                     r"model/attention=luong_dot$", lines[2])
+    assert "transformer_time_s1.json" in lines[3] and "give the same ones after --" in lines[4]
 
 
 def test_speed_is_benchmark_py_on_one_thread_and_resumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

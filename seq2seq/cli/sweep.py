@@ -18,8 +18,6 @@ import hashlib
 import json
 from pathlib import Path
 
-from seq2seq.training.metrics import run_overrides
-
 SWEEP_DIRS: list[Path] = []  # the sweep directories the jobs of this process ran in, in order
 
 
@@ -54,6 +52,8 @@ def best_bleu(run_dir: Path) -> float | None:
 
 def overrides(run_dir: Path) -> list[str]:
     """The job's own command-line overrides (its directory's name when Hydra recorded none)."""
+    from seq2seq.training.metrics import run_overrides  # here: the entry points import this module before torch
+
     recorded = run_overrides(run_dir)
     return [run_dir.name] if recorded is None else recorded
 

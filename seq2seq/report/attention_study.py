@@ -198,21 +198,26 @@ def finished_run(path: Path) -> dict:
     return summary
 
 
-RUN_OWN = ("seed=", "resume=", "hydra.")  # overrides that name the run, not the recipe
+RUN_OWN = ("seed=", "resume=")  # overrides that name the run, not the recipe
 
 
-def check_recipe(path: Path, summary: dict, recipe: list[str]) -> bool:
-    """Whether ``summary`` records the overrides it was trained with (older summaries do not); one recorded
-    with other settings than ``recipe`` (the row's today) stops the report: it is another experiment."""
-    if summary.get("overrides") is None:
-        return False
-    trained = {o for o in summary["overrides"] if not o.startswith(RUN_OWN)}
-    if trained != set(recipe):
-        raise SystemExit(f"{path} was trained with other settings than the study's recipe for its row: "
-                         f"{' '.join(sorted(trained - set(recipe))) or 'nothing more'} instead of "
-                         f"{' '.join(sorted(set(recipe) - trained)) or 'nothing more'}. Move it out of "
-                         f"{path.parent} (to keep it as a calibration run) or delete it, and run the study again")
-    return True
+def recipe_mismatches(out: Path, done: dict[tuple[str, int], dict], speed: dict,
+                      extra: list[str]) -> tuple[list[str], dict[str, list[int]]]:
+    """The summaries in ``done`` whose recorded overrides (their run's last start's, the seed and resume aside)
+    are not their row's recipe today plus ``extra``, each with what differs; and per row, the seeds whose
+    summaries record no overrides (written before the record existed), which cannot be checked."""
+    wrong, unchecked = [], {}
+    for (name, seed), summary in done.items():
+        if summary.get("overrides") is None:
+            unchecked.setdefault(name, []).append(seed)
+            continue
+        trained = {o for o in summary["overrides"] if not o.startswith(RUN_OWN)}
+        recipe = {*overrides(name, speed), *extra}
+        if trained != recipe:
+            wrong.append(f"{out / 'runs' / f'{name}_s{seed}.json'}: trained with "
+                         f"{' '.join(sorted(trained - recipe)) or '(nothing else)'}; the recipe has "
+                         f"{' '.join(sorted(recipe - trained)) or '(nothing else)'}")
+    return wrong, unchecked
 
 
 def report(out: Path, seeds: list[int], extra: list[str] = ()) -> list[dict]:
@@ -227,10 +232,13 @@ def report(out: Path, seeds: list[int], extra: list[str] = ()) -> list[dict]:
         raise SystemExit(f"no finished runs in {out / 'runs'} yet")
     speed_json = read_json(out / "speed.json", "delete it and run --speed again") \
         if (out / "speed.json").exists() else {}
-    unchecked: dict[str, list[int]] = {}  # variant -> its seeds whose summaries predate the record
-    for (n, s), r in done.items():
-        if not check_recipe(out / "runs" / f"{n}_s{s}.json", r, [*overrides(n, speed_json), *extra]):
-            unchecked.setdefault(n, []).append(s)
+    wrong, unchecked = recipe_mismatches(out, done, speed_json, extra)
+    if wrong:
+        raise SystemExit(f"{len(wrong)} summar{'y was' if len(wrong) == 1 else 'ies were'} trained with other "
+                         "settings than the study's recipe for their row:\n  " + "\n  ".join(wrong) +
+                         "\nIf the runs were given more overrides, give the same ones after --. Otherwise each is "
+                         f"another experiment: move it out of {out / 'runs'} (to keep it, as calibration/ does) or "
+                         "delete it, and run the study again")
     splits = {tuple(r["test"]) for r in done.values()}
     if len(splits) > 1:
         raise SystemExit(f"the runs were tested on different splits ({sorted(splits)}); redo the odd ones")
@@ -289,6 +297,8 @@ def cpu_hours(runs: list[dict]) -> float:
 
 
 def table(rows: list[dict], hours: float | None = None, unchecked: dict[str, list[int]] | None = None) -> str:
+    """results.md: the rows, their notes, the CPU time and the runs whose settings could not be checked (row ->
+    seeds)."""
     lines = ["| attention | seeds | params | best valid BLEU (greedy) | test BLEU (beam 5) | test chrF | "
              "test BLEU − bahdanau | p, sentences resampled, all seeds | seeds vs bahdanau's | "
              "p per seed (max) | target tokens/s | epochs to converge | "
@@ -323,7 +333,9 @@ def table(rows: list[dict], hours: float | None = None, unchecked: dict[str, lis
                      "beside the other runs; not counted: test decoding, time between sittings, work lost to a "
                      "kill)")
     if unchecked:
-        runs = "; ".join(f"{n} seeds {', '.join(map(str, seeds))}" for n, seeds in unchecked.items())
+        count = sum(map(len, unchecked.values()))
+        runs = "; ".join(f"{n} seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+                         for n, seeds in unchecked.items())
         lines.append(f"\nNot checked against the recipe, from before each run's summary recorded its settings: "
-                     f"{sum(map(len, unchecked.values()))} runs ({runs})")
+                     f"{count} run{'s' * (count > 1)} ({runs})")
     return "\n".join(lines) + "\n"
