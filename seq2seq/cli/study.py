@@ -13,14 +13,18 @@ from pathlib import Path
 
 from seq2seq.device import cpu_name
 from seq2seq.report import attention_study
-from seq2seq.report.attention_study import ROWS, SCRIPT, STUDY, VARIANTS, overrides, read_json, report, summarize
+from seq2seq.report.attention_study import (
+    ROWS,
+    SCRIPT,
+    STUDY,
+    VARIANTS,
+    overrides,
+    report,
+    speed_of,
+    summarize,
+)
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"  # --speed: the source checkout's
-
-
-def speed_of(out: Path) -> dict:
-    path = out / "speed.json"
-    return read_json(path, "delete it and run --speed again") if path.exists() else {}
 
 
 def train(name: str, seed: int, runs: Path, extra: list[str], out: Path) -> Path:

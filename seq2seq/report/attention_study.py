@@ -160,6 +160,12 @@ def read_json(path: Path, fix: str) -> dict:
         raise SystemExit(f"cannot read {path} ({e}); {fix}") from None
 
 
+def speed_of(out: Path) -> dict:
+    """{out}/speed.json (the quiet speeds, their recipe and CPU); empty before --speed."""
+    path = out / "speed.json"
+    return read_json(path, "delete it and run --speed again") if path.exists() else {}
+
+
 CONVERGED_WITHIN = 0.5  # BLEU: a run has converged at the first validation this close to its best
 
 
@@ -230,8 +236,7 @@ def report(out: Path, seeds: list[int], extra: list[str] = ()) -> list[dict]:
             if (out / "runs" / f"{n}_s{s}.json").exists()}
     if not done:
         raise SystemExit(f"no finished runs in {out / 'runs'} yet")
-    speed_json = read_json(out / "speed.json", "delete it and run --speed again") \
-        if (out / "speed.json").exists() else {}
+    speed_json = speed_of(out)
     wrong, unchecked = recipe_mismatches(out, done, speed_json, extra)
     if wrong:
         raise SystemExit(f"{len(wrong)} summar{'y was' if len(wrong) == 1 else 'ies were'} trained with other "
